@@ -1,0 +1,71 @@
+"""Demo data for the embedded default: staff logins, a catalogue, a storefront API token."""
+
+from decimal import Decimal
+from pathlib import Path
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group, Permission
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from backoffice.services import api_token_issue
+from orders.models import Product
+
+PRODUCTS = [
+    ("DEMO-001", "Test item", "A one-shilling-scale item for trying payments.", Decimal("10.00")),
+    ("TEA-500", "Kericho Gold tea 500 g", "Loose black tea.", Decimal("450.00")),
+    ("COF-250", "AA coffee beans 250 g", "Nyeri AA, medium roast.", Decimal("1200.00")),
+    ("HONEY-1", "Baringo honey 1 kg", "Raw honey.", Decimal("950.00")),
+    ("KIKOY-1", "Cotton kikoy", "Hand-woven, 1.5 m.", Decimal("1850.50")),
+]
+STAFF = [
+    ("admin", "admin", True, "Superuser: everything"),
+    ("finance", "finance", False, "Finance staff: payments, orders, refunds"),
+]
+
+
+class Command(BaseCommand):
+    help = "Create demo logins, products and a storefront API token (safe to run again)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--token-file", help="Write a fresh storefront API token to this file.")
+        parser.add_argument("--logins-file", default="var/demo_logins.txt", help="Where to write the demo logins.")
+
+    @transaction.atomic
+    def handle(self, *args, token_file=None, logins_file=None, **options):
+        for sku, name, description, price in PRODUCTS:
+            Product.objects.update_or_create(
+                sku=sku, defaults={"name": name, "description": description, "price": price, "is_active": True}
+            )
+        group, _ = Group.objects.get_or_create(name="Finance")
+        group.permissions.set(
+            Permission.objects.filter(content_type__app_label__in=["orders", "payments", "notifications", "reports"])
+        )
+        users = get_user_model()
+        lines = []
+        for username, password, superuser, role in STAFF:
+            user, created = users.objects.get_or_create(username=username, defaults={"email": f"{username}@example.com"})
+            if created:
+                user.set_password(password)
+            user.is_staff = True
+            user.is_superuser = superuser
+            user.save()
+            if not superuser:
+                user.groups.add(group)
+            lines.append(f"{username} / {password}  ({role})")
+        _token, raw, _ = api_token_issue(username="storefront", name="demo storefront")
+        users.objects.filter(username="storefront").update(email="customer@example.com")
+        if token_file:
+            path = Path(token_file)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(raw + "\n")
+            path.chmod(0o600)
+        if logins_file:
+            path = Path(logins_file)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("\n".join(lines) + "\n")
+        self.stdout.write(f"Demo catalogue: {len(PRODUCTS)} products (product 1 costs KES 10.00).")
+        self.stdout.write("Demo logins (change them before exposing this anywhere):")
+        for line in lines:
+            self.stdout.write(f"  {line}")
+        self.stdout.write(f"Storefront API token for user 'storefront': {raw}")

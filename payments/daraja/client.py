@@ -1,0 +1,270 @@
+"""The only module that talks HTTP to Daraja.
+
+It owns the base URL, one requests.Session, timeouts, the OAuth token (shared by every process through the
+Django cache, minted by one process at a time because a new token invalidates the previous one), the STK
+password, and the translation of Daraja's answers into our typed errors.
+"""
+
+import base64
+import datetime as dt
+import hashlib
+import logging
+import time
+from decimal import ROUND_CEILING, Decimal
+
+import requests
+from django.conf import settings
+from django.core.cache import cache
+from django.utils import timezone
+
+from payments.daraja.errors import (
+    DarajaAuthError,
+    DarajaBusy,
+    DarajaOutcomeUnknown,
+    DarajaRejected,
+    DarajaUnavailable,
+)
+from payments.daraja.phone import mask_msisdn
+from payments.daraja.results import NAIROBI, StkPushAccepted, StkQueryAnswer, result_code_str
+
+logger = logging.getLogger(__name__)
+
+INVALID_TOKEN_CODES = {"404.001.03", "401.002.01", "400.003.01"}
+BUSY_CODES = {"500.003.02", "500.003.03"}
+STK_PUSH_PATH = "/mpesa/stkpush/v1/processrequest"
+STK_QUERY_PATH = "/mpesa/stkpushquery/v1/query"
+OAUTH_PATH = "/oauth/v1/generate"
+TOKEN_REFRESH_MARGIN = 300  # seconds before expiry a cached token stops being used
+MAX_MPESA_AMOUNT = 250_000
+
+
+def mpesa_amount(amount: Decimal) -> int:
+    """M-Pesa takes whole shillings only: a total with cents is charged rounded up (10.20 -> 11)."""
+    whole = int(Decimal(amount).to_integral_value(rounding=ROUND_CEILING))
+    if whole < 1 or whole > MAX_MPESA_AMOUNT:
+        raise ValueError(f"M-Pesa amounts are 1 to {MAX_MPESA_AMOUNT:,} KES per transaction.")
+    return whole
+
+
+def daraja_timestamp(now: dt.datetime | None = None) -> str:
+    """YYYYMMDDHHmmss in Nairobi time; the same value goes into the password and the body."""
+    return (now or timezone.now()).astimezone(NAIROBI).strftime("%Y%m%d%H%M%S")
+
+
+def stk_password(shortcode: str, passkey: str, timestamp: str) -> str:
+    return base64.b64encode(f"{shortcode}{passkey}{timestamp}".encode()).decode()
+
+
+def _alphanumeric(text: str, limit: int) -> str:
+    # Special characters in AccountReference/TransactionDesc make pushes fail (daraja.md §2).
+    return "".join(ch for ch in text if ch.isalnum() or ch == " ").strip()[:limit] or "Payment"
+
+
+class DarajaClient:
+    def __init__(self, *, session: requests.Session | None = None):
+        self.session = session or requests.Session()
+
+    # Settings are read at call time so tests and a changed environment take effect without re-import.
+    @property
+    def base_url(self) -> str:
+        return settings.MPESA_BASE_URL
+
+    @property
+    def timeout(self) -> tuple[float, float]:
+        return (settings.MPESA_CONNECT_TIMEOUT, settings.MPESA_READ_TIMEOUT)
+
+    def _token_cache_key(self) -> str:
+        identity = f"{self.base_url}|{settings.MPESA_CONSUMER_KEY}"
+        return "daraja:token:" + hashlib.sha256(identity.encode()).hexdigest()[:24]
+
+    # --- OAuth ----------------------------------------------------------------------------------
+    def access_token(self, *, stale_token: str | None = None) -> str:
+        """The shared token; `stale_token` is one Daraja just refused, so a different one is needed."""
+        key = self._token_cache_key()
+        token = cache.get(key)
+        if token and token != stale_token:
+            return token
+        lock_key = key + ":lock"
+        deadline = time.monotonic() + 10
+        while not cache.add(lock_key, "1", timeout=15):
+            # Another process is minting; wait for its token rather than invalidating it with ours.
+            time.sleep(0.1)
+            token = cache.get(key)
+            if token and token != stale_token:
+                return token
+            if time.monotonic() > deadline:
+                break
+        try:
+            token = cache.get(key)
+            if token and token != stale_token:
+                return token
+            token, lifetime = self._mint_token()
+            cache.set(key, token, timeout=max(lifetime - TOKEN_REFRESH_MARGIN, 30))
+            return token
+        finally:
+            cache.delete(lock_key)
+
+    def _mint_token(self) -> tuple[str, int]:
+        credentials = f"{settings.MPESA_CONSUMER_KEY}:{settings.MPESA_CONSUMER_SECRET}"
+        headers = {"Authorization": "Basic " + base64.b64encode(credentials.encode()).decode()}
+        try:
+            response = self.session.get(
+                self.base_url + OAUTH_PATH,
+                params={"grant_type": "client_credentials"},
+                headers=headers,
+                timeout=self.timeout,
+            )
+        except requests.RequestException as exc:
+            raise DarajaUnavailable(f"Daraja OAuth unreachable: {type(exc).__name__}") from exc
+        body = _json_or_none(response)
+        if response.status_code != 200 or not isinstance(body, dict) or not body.get("access_token"):
+            code, message = _error_of(body, response)
+            raise DarajaAuthError(
+                f"Daraja OAuth failed: {message}", error_code=code, http_status=response.status_code
+            )
+        try:
+            lifetime = int(body.get("expires_in", 3599))  # arrives as a string ("3599") in real traffic
+        except (TypeError, ValueError):
+            lifetime = 3599
+        logger.info("Daraja OAuth token minted (valid %s s)", lifetime)
+        return body["access_token"], lifetime
+
+    # --- transport ------------------------------------------------------------------------------
+    def _post(
+        self, path: str, payload: dict, *, connect_retries: int = 0
+    ) -> tuple[requests.Response, object]:
+        token = self.access_token()
+        for refreshed in (False, True):
+            response = self._send(path, payload, token, connect_retries=connect_retries)
+            body = _json_or_none(response)
+            code, _message = _error_of(body, response)
+            if code in INVALID_TOKEN_CODES or response.status_code == 401:
+                if refreshed:
+                    raise DarajaAuthError("Daraja refused a fresh access token", error_code=code)
+                # A refused token means nothing was processed: refresh once and send again.
+                token = self.access_token(stale_token=token)
+                continue
+            return response, body
+        raise AssertionError("unreachable")
+
+    def _send(self, path: str, payload: dict, token: str, *, connect_retries: int) -> requests.Response:
+        attempt = 0
+        while True:
+            try:
+                return self.session.post(
+                    self.base_url + path,
+                    json=payload,
+                    headers={"Authorization": f"Bearer {token}"},
+                    timeout=self.timeout,
+                )
+            except (requests.ConnectTimeout, requests.ConnectionError) as exc:
+                if not _nothing_was_sent(exc):
+                    raise DarajaOutcomeUnknown(
+                        f"Connection lost during {path}: {type(exc).__name__}"
+                    ) from exc
+                if attempt >= connect_retries:
+                    raise DarajaUnavailable(f"Daraja unreachable: {type(exc).__name__}") from exc
+                time.sleep(min(0.5 * 2**attempt, 4))
+                attempt += 1
+            except requests.Timeout as exc:
+                raise DarajaOutcomeUnknown(f"Daraja did not answer {path} in time") from exc
+            except requests.RequestException as exc:
+                raise DarajaOutcomeUnknown(f"Daraja call {path} failed: {type(exc).__name__}") from exc
+
+    # --- M-Pesa Express -------------------------------------------------------------------------
+    def stk_push(
+        self, *, phone: str, amount: Decimal, account_reference: str, description: str, callback_url: str
+    ) -> StkPushAccepted:
+        timestamp = daraja_timestamp()
+        whole_amount = mpesa_amount(amount)
+        payload = {
+            "BusinessShortCode": settings.MPESA_SHORTCODE,
+            "Password": stk_password(settings.MPESA_SHORTCODE, settings.MPESA_PASSKEY, timestamp),
+            "Timestamp": timestamp,
+            "TransactionType": settings.MPESA_TRANSACTION_TYPE,
+            "Amount": whole_amount,
+            "PartyA": phone,
+            "PartyB": settings.MPESA_PARTY_B,
+            "PhoneNumber": phone,
+            "CallBackURL": callback_url,
+            "AccountReference": _alphanumeric(account_reference, 12),
+            "TransactionDesc": _alphanumeric(description, 13),
+        }
+        logger.info("STK push to %s for KES %s", mask_msisdn(phone), whole_amount)
+        response, body = self._post(STK_PUSH_PATH, payload, connect_retries=2)
+        if response.status_code == 200 and isinstance(body, dict) and str(body.get("ResponseCode")) == "0":
+            if not body.get("CheckoutRequestID"):
+                raise DarajaOutcomeUnknown("STK push accepted without a CheckoutRequestID", body=body)
+            return StkPushAccepted(
+                merchant_request_id=str(body.get("MerchantRequestID", "")),
+                checkout_request_id=str(body["CheckoutRequestID"]),
+                response_description=str(body.get("ResponseDescription", "")),
+                customer_message=str(body.get("CustomerMessage", "")),
+            )
+        raise _classify_failure(response, body, what="STK push")
+
+    def stk_query(self, *, checkout_request_id: str) -> StkQueryAnswer:
+        timestamp = daraja_timestamp()
+        payload = {
+            "BusinessShortCode": settings.MPESA_SHORTCODE,
+            "Password": stk_password(settings.MPESA_SHORTCODE, settings.MPESA_PASSKEY, timestamp),
+            "Timestamp": timestamp,
+            "CheckoutRequestID": checkout_request_id,
+        }
+        response, body = self._post(STK_QUERY_PATH, payload, connect_retries=1)
+        if isinstance(body, dict) and "ResultCode" in body and response.status_code == 200:
+            return StkQueryAnswer(
+                pending=False,
+                result_code=result_code_str(body["ResultCode"]),
+                result_desc=str(body.get("ResultDesc", ""))[:512],
+                raw=body,
+            )
+        code, message = _error_of(body, response)
+        if code == "500.001.1001" and "process" in message.lower():
+            # "The transaction is being processed": the customer has not answered yet.
+            return StkQueryAnswer(pending=True, raw=body if isinstance(body, dict) else {})
+        raise _classify_failure(response, body, what="STK Query")
+
+
+def _nothing_was_sent(exc: Exception) -> bool:
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    text = repr(exc)
+    return any(
+        marker in text
+        for marker in ("NewConnectionError", "NameResolutionError", "Connection refused", "Failed to resolve")
+    )
+
+
+def _json_or_none(response: requests.Response):
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _error_of(body, response: requests.Response) -> tuple[str, str]:
+    if isinstance(body, dict):
+        code = str(body.get("errorCode") or body.get("ResponseCode") or "")
+        message = str(body.get("errorMessage") or body.get("ResponseDescription") or "")
+        return code, message[:300]
+    return "", f"HTTP {response.status_code}"
+
+
+def _classify_failure(response: requests.Response, body, *, what: str) -> Exception:
+    code, message = _error_of(body, response)
+    text = f"{what}: {message or 'HTTP ' + str(response.status_code)}"
+    status = response.status_code
+    if code in BUSY_CODES or status == 429:
+        return DarajaBusy(text, error_code=code, http_status=status, body=body)
+    if status == 200 or 400 <= status < 500:
+        # A 200 with ResponseCode != 0, or a 4xx envelope: Daraja refused, nothing was processed.
+        return DarajaRejected(text, error_code=code, http_status=status, body=body)
+    if code == "500.001.1001":
+        # Same code, several meanings (daraja.md §2): merchant, credentials, subscriber locked. All refusals.
+        return DarajaRejected(text, error_code=code, http_status=status, body=body)
+    return DarajaOutcomeUnknown(text, error_code=code, http_status=status, body=body)
+
+
+def get_client() -> DarajaClient:
+    return DarajaClient()

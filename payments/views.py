@@ -1,0 +1,140 @@
+"""Daraja's inbound requests. Store first, answer quickly, never 500.
+
+Daraja does not sign callbacks (daraja.md §8): the defences are the secret token in the URL, an optional
+source-IP allowlist, and trusting only CheckoutRequestIDs we created, with the amount we asked for.
+"""
+
+import ipaddress
+import json
+import logging
+
+from django.conf import settings
+from django.db import DatabaseError
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from payments import services
+from payments.callback_urls import token_matches
+from payments.models import InboxKind, InboxStatus
+
+logger = logging.getLogger(__name__)
+
+ACK = {"ResultCode": 0, "ResultDesc": "Accepted"}
+KEPT_HEADERS = ("CONTENT_TYPE", "CONTENT_LENGTH", "HTTP_USER_AGENT", "HTTP_X_FORWARDED_FOR", "HTTP_HOST")
+
+
+def _refuse(status: int, desc: str) -> JsonResponse:
+    return JsonResponse({"ResultCode": 1, "ResultDesc": desc}, status=status)
+
+
+def client_ip(request: HttpRequest) -> str | None:
+    """REMOTE_ADDR, or the last X-Forwarded-For hop when we run behind our own proxy (never the client's)."""
+    if settings.BEHIND_PROXY:
+        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+        hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+        if hops:
+            return hops[-1]
+    return request.META.get("REMOTE_ADDR")
+
+
+def ip_allowed(ip: str | None) -> bool:
+    allowed = settings.MPESA_CALLBACK_ALLOWED_IPS
+    if not allowed:
+        return True
+    try:
+        address = ipaddress.ip_address(ip or "")
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(entry, strict=False) for entry in allowed)
+
+
+def _headers(request: HttpRequest) -> dict:
+    return {name: request.META[name][:300] for name in KEPT_HEADERS if name in request.META}
+
+
+def _read_capped(request: HttpRequest) -> tuple[bytes, int] | None:
+    """The body, or None when it is over the cap (a lying Content-Length included)."""
+    cap = settings.MPESA_CALLBACK_MAX_BYTES
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > cap:
+        return None
+    body = request.read(cap + 1)
+    if len(body) > cap:
+        return None
+    return body, len(body)
+
+
+def receive(request: HttpRequest, *, kind: str, token: str | None, process) -> JsonResponse:
+    """The shared front door of every Daraja endpoint; `process(inbox_id)` applies a stored body."""
+    if request.method != "POST":
+        response = _refuse(405, "Method not allowed")
+        response["Allow"] = "POST"
+        return response
+    if token is not None and not token_matches(token):
+        return _refuse(404, "Not found")
+    ip = client_ip(request)
+    content_type = request.META.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
+    try:
+        read = _read_capped(request)
+        if read is None:
+            services.callback_inbox_store(
+                kind=kind, body=b"", headers=_headers(request), source_ip=ip, path=request.path,
+                status=InboxStatus.REJECTED, error="Body larger than MPESA_CALLBACK_MAX_BYTES; not stored.",
+            )
+            return _refuse(413, "Body too large")
+        body, _size = read
+        if content_type not in ("application/json", ""):
+            services.callback_inbox_store(
+                kind=kind, body=body, headers=_headers(request), source_ip=ip, path=request.path,
+                status=InboxStatus.REJECTED, error=f"Unsupported Content-Type {content_type!r}",
+            )
+            return _refuse(415, "Content-Type must be application/json")
+        if not ip_allowed(ip):
+            # Quarantined, not dropped: if Safaricom's addresses change, staff can reprocess it.
+            services.callback_inbox_store(
+                kind=kind, body=body, headers=_headers(request), source_ip=ip, path=request.path,
+                status=InboxStatus.REJECTED, error="Source IP not in MPESA_CALLBACK_ALLOWED_IPS",
+            )
+            logger.warning("Daraja request from a source outside the allowlist quarantined")
+            return _refuse(403, "Forbidden")
+        try:
+            json.loads(body)
+            malformed = ""
+        except ValueError:
+            malformed = "Body is not JSON"
+        if not body.strip():
+            malformed = "Empty body"
+        inbox = services.callback_inbox_store(
+            kind=kind, body=body, headers=_headers(request), source_ip=ip, path=request.path,
+            status=InboxStatus.REJECTED if malformed else InboxStatus.RECEIVED, error=malformed,
+        )
+        if malformed:
+            return _refuse(400, malformed)
+        inbox = process(inbox.pk)
+    except DatabaseError:
+        logger.exception("Database unavailable while receiving a Daraja request")
+        # 503, not 200: a sender that retries should retry; reconciliation covers one that doesn't.
+        return _refuse(503, "Temporarily unavailable")
+    if inbox.status == InboxStatus.REJECTED:
+        return _refuse(400, inbox.error.splitlines()[0][:200] if inbox.error else "Rejected")
+    return JsonResponse(ACK)
+
+
+def _process_stk(inbox_id: int):
+    return services.callback_inbox_process(inbox_id=inbox_id)
+
+
+@csrf_exempt
+def stk_callback(request: HttpRequest, token: str) -> JsonResponse:
+    return receive(request, kind=InboxKind.STK_CALLBACK, token=token, process=_process_stk)
+
+
+@csrf_exempt
+def stk_callback_legacy(request: HttpRequest) -> JsonResponse:
+    """The original service's path, `POST /api/v1/payments/mpesa/callback`; successes are confirmed by query."""
+    if not settings.MPESA_LEGACY_CALLBACK_ENABLED:
+        return _refuse(404, "Not found")
+    return receive(request, kind=InboxKind.STK_CALLBACK_LEGACY, token=None, process=_process_stk)
