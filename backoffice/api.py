@@ -73,7 +73,9 @@ def on_validation_error(request, exc: ValidationError):
 
 @api.exception_handler(AuthenticationError)
 def on_auth_error(request, exc):
-    response = error_response(request, 401, "unauthorized", "A valid API token is required (Authorization: Bearer).")
+    response = error_response(
+        request, 401, "unauthorized", "A valid API token is required (Authorization: Bearer)."
+    )
     response["WWW-Authenticate"] = "Bearer"
     return response
 

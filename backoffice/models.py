@@ -15,7 +15,9 @@ def hash_token(raw_token: str) -> str:
 class ApiToken(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
     name = models.CharField(max_length=100, blank=True)
-    key_prefix = models.CharField(max_length=12, editable=False, help_text="First characters, to recognise a token.")
+    key_prefix = models.CharField(
+        max_length=12, editable=False, help_text="First characters, to recognise a token."
+    )
     key_hash = models.CharField(max_length=64, unique=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)

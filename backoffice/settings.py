@@ -98,7 +98,9 @@ if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 else:
     # Shared by every process on the machine (web, cluster): the Daraja OAuth token lives here.
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "cache_entries"}}
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "cache_entries"}
+    }
 
 Q_CLUSTER = {
     "name": env.str("Q_CLUSTER_NAME", default="backoffice"),
@@ -204,28 +206,64 @@ UNFOLD = {
                 "title": "Sales",
                 "separator": True,
                 "items": [
-                    {"title": "Orders", "icon": "shopping_cart", "link": reverse_lazy("admin:orders_order_changelist")},
-                    {"title": "Products", "icon": "inventory_2", "link": reverse_lazy("admin:orders_product_changelist")},
-                    {"title": "Customers", "icon": "group", "link": reverse_lazy("admin:orders_customer_changelist")},
+                    {
+                        "title": "Orders",
+                        "icon": "shopping_cart",
+                        "link": reverse_lazy("admin:orders_order_changelist"),
+                    },
+                    {
+                        "title": "Products",
+                        "icon": "inventory_2",
+                        "link": reverse_lazy("admin:orders_product_changelist"),
+                    },
+                    {
+                        "title": "Customers",
+                        "icon": "group",
+                        "link": reverse_lazy("admin:orders_customer_changelist"),
+                    },
                 ],
             },
             {
                 "title": "Payments",
                 "separator": True,
                 "items": [
-                    {"title": "Payments", "icon": "payments", "link": reverse_lazy("admin:payments_payment_changelist")},
-                    {"title": "Events", "icon": "history", "link": reverse_lazy("admin:payments_paymentevent_changelist")},
-                    {"title": "Callback inbox", "icon": "inbox", "link": reverse_lazy("admin:payments_callbackinbox_changelist")},
+                    {
+                        "title": "Payments",
+                        "icon": "payments",
+                        "link": reverse_lazy("admin:payments_payment_changelist"),
+                    },
+                    {
+                        "title": "Events",
+                        "icon": "history",
+                        "link": reverse_lazy("admin:payments_paymentevent_changelist"),
+                    },
+                    {
+                        "title": "Callback inbox",
+                        "icon": "inbox",
+                        "link": reverse_lazy("admin:payments_callbackinbox_changelist"),
+                    },
                 ],
             },
             {
                 "title": "System",
                 "separator": True,
                 "items": [
-                    {"title": "API tokens", "icon": "key", "link": reverse_lazy("admin:backoffice_apitoken_changelist")},
+                    {
+                        "title": "API tokens",
+                        "icon": "key",
+                        "link": reverse_lazy("admin:backoffice_apitoken_changelist"),
+                    },
                     {"title": "Users", "icon": "person", "link": reverse_lazy("admin:auth_user_changelist")},
-                    {"title": "Schedules", "icon": "schedule", "link": reverse_lazy("admin:django_q_schedule_changelist")},
-                    {"title": "Failed tasks", "icon": "error", "link": reverse_lazy("admin:django_q_failure_changelist")},
+                    {
+                        "title": "Schedules",
+                        "icon": "schedule",
+                        "link": reverse_lazy("admin:django_q_schedule_changelist"),
+                    },
+                    {
+                        "title": "Failed tasks",
+                        "icon": "error",
+                        "link": reverse_lazy("admin:django_q_failure_changelist"),
+                    },
                 ],
             },
         ],

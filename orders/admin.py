@@ -7,7 +7,11 @@ from orders.models import Customer, Order, OrderItem, OrderStatus, Product
 from payments.admin import STATUS_COLOURS
 from payments.models import Payment
 
-ORDER_COLOURS = {OrderStatus.PENDING: "info", OrderStatus.CONFIRMED: "success", OrderStatus.CANCELLED: "danger"}
+ORDER_COLOURS = {
+    OrderStatus.PENDING: "info",
+    OrderStatus.CONFIRMED: "success",
+    OrderStatus.CANCELLED: "danger",
+}
 
 
 @admin.register(Product)
@@ -44,7 +48,16 @@ class OrderItemInline(TabularInline):
 
 class PaymentInline(TabularInline):
     model = Payment
-    fields = ["id", "method", "status", "amount", "mpesa_receipt_number", "result_code", "result_desc", "created_at"]
+    fields = [
+        "id",
+        "method",
+        "status",
+        "amount",
+        "mpesa_receipt_number",
+        "result_code",
+        "result_desc",
+        "created_at",
+    ]
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -56,7 +69,15 @@ class PaymentInline(TabularInline):
 
 @admin.register(Order)
 class OrderAdmin(ModelAdmin):
-    list_display = ["reference", "show_status", "customer", "payment_method", "total", "latest_payment", "created_at"]
+    list_display = [
+        "reference",
+        "show_status",
+        "customer",
+        "payment_method",
+        "total",
+        "latest_payment",
+        "created_at",
+    ]
     list_filter = [("status", ChoicesDropdownFilter), "payment_method", ("created_at", RangeDateTimeFilter)]
     list_filter_submit = True
     search_fields = ["reference", "customer__full_name", "customer__phone", "payments__mpesa_receipt_number"]
@@ -64,16 +85,51 @@ class OrderAdmin(ModelAdmin):
     inlines = [OrderItemInline, PaymentInline]
     date_hierarchy = "created_at"
     readonly_fields = [
-        "reference", "owner", "customer", "status", "payment_method", "total", "currency", "payment_due_at",
-        "created_at", "updated_at", "confirmed_at", "cancelled_at", "cancel_reason", "idempotency_key",
+        "reference",
+        "owner",
+        "customer",
+        "status",
+        "payment_method",
+        "total",
+        "currency",
+        "payment_due_at",
+        "created_at",
+        "updated_at",
+        "confirmed_at",
+        "cancelled_at",
+        "cancel_reason",
+        "idempotency_key",
     ]
     fieldsets = [
-        (None, {"fields": ["reference", "status", "customer", "owner", "payment_method", "total", "currency"]}),
+        (
+            None,
+            {"fields": ["reference", "status", "customer", "owner", "payment_method", "total", "currency"]},
+        ),
         (
             "Shipping",
-            {"fields": ["shipping_full_name", "shipping_address", "shipping_city", "shipping_postal_code", "shipping_phone"]},
+            {
+                "fields": [
+                    "shipping_full_name",
+                    "shipping_address",
+                    "shipping_city",
+                    "shipping_postal_code",
+                    "shipping_phone",
+                ]
+            },
         ),
-        ("Times", {"fields": ["payment_due_at", "created_at", "updated_at", "confirmed_at", "cancelled_at", "cancel_reason"]}),
+        (
+            "Times",
+            {
+                "fields": [
+                    "payment_due_at",
+                    "created_at",
+                    "updated_at",
+                    "confirmed_at",
+                    "cancelled_at",
+                    "cancel_reason",
+                ]
+            },
+        ),
     ]
 
     def has_add_permission(self, request):

@@ -125,7 +125,9 @@ def product_list(request):
 
 
 @router.post("/orders", response={200: OrderCreatedOut, 201: OrderCreatedOut}, summary="Place an order")
-def order_create(request, body: OrderIn, idempotency_key: str = Header("", alias="Idempotency-Key", max_length=100)):
+def order_create(
+    request, body: OrderIn, idempotency_key: str = Header("", alias="Idempotency-Key", max_length=100)
+):
     order, payment, created = order_place(
         owner=request.auth,
         items=[ItemRequest(product_id=i.productId, quantity=i.quantity, price=i.price) for i in body.items],

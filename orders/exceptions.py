@@ -3,7 +3,9 @@ class OrderError(Exception):
 
     http_status = 400
 
-    def __init__(self, code: str, message: str, *, fields: dict | None = None, http_status: int | None = None):
+    def __init__(
+        self, code: str, message: str, *, fields: dict | None = None, http_status: int | None = None
+    ):
         super().__init__(message)
         self.code = code
         self.message = message

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from orders.exceptions import OrderError
 from orders.models import Customer, Order, OrderItem, OrderStatus, Product
+from orders.signals import order_status_changed
 from payments import services as payment_services
 from payments.daraja.client import MAX_MPESA_AMOUNT
 from payments.daraja.phone import InvalidPhoneNumber, normalize_msisdn
@@ -36,7 +37,9 @@ class Shipping:
 
 def _priced_items(items: list[ItemRequest]) -> list[tuple[Product, int, Decimal]]:
     if not items:
-        raise OrderError("validation_error", "An order needs at least one item.", fields={"items": "Required."})
+        raise OrderError(
+            "validation_error", "An order needs at least one item.", fields={"items": "Required."}
+        )
     products = Product.objects.in_bulk([item.product_id for item in items])
     priced, problems = [], {}
     for index, item in enumerate(items):
@@ -83,7 +86,9 @@ def order_place(
             fields={"payment.method": "Card payments are not available yet."},
         )
     if payment_method not in (PaymentMethod.MPESA, PaymentMethod.COD):
-        raise OrderError("validation_error", "Unknown payment method.", fields={"payment.method": "Use mpesa or cod."})
+        raise OrderError(
+            "validation_error", "Unknown payment method.", fields={"payment.method": "Use mpesa or cod."}
+        )
     msisdn = ""
     if payment_method == PaymentMethod.MPESA:
         try:
@@ -116,13 +121,17 @@ def order_place(
         order = Order.objects.get(owner=owner, idempotency_key=idempotency_key)
         return order, order.payments.order_by("-created_at", "-id").first(), False
     if payment.method == PaymentMethod.MPESA:
-        payment = payment_services.payment_initiate_stk(payment_id=payment.pk, source=EventSource.API, actor=owner)
+        payment = payment_services.payment_initiate_stk(
+            payment_id=payment.pk, source=EventSource.API, actor=owner
+        )
     order.refresh_from_db()
     return order, payment, True
 
 
 @transaction.atomic
-def _order_create(*, owner, priced, total, shipping: Shipping, payment_method, msisdn, email, idempotency_key):
+def _order_create(
+    *, owner, priced, total, shipping: Shipping, payment_method, msisdn, email, idempotency_key
+):
     customer, _ = Customer.objects.get_or_create(user=owner, defaults={"full_name": shipping.full_name})
     changed = []
     if email and customer.email != email:
@@ -168,7 +177,18 @@ def _order_create(*, owner, priced, total, shipping: Shipping, payment_method, m
 
 def order_status_follow_payment(*, order_id: int, to_status: str) -> None:
     """Runs inside the payment's transaction: a paid attempt (or accepted COD) confirms the order."""
-    if to_status in ("completed", "pending_delivery"):
-        Order.objects.filter(pk=order_id, status=OrderStatus.PENDING).update(
-            status=OrderStatus.CONFIRMED, confirmed_at=timezone.now(), updated_at=timezone.now()
-        )
+    if to_status not in ("completed", "pending_delivery"):
+        return
+    order = Order.objects.select_for_update().get(pk=order_id)
+    if order.status != OrderStatus.PENDING:
+        return
+    order.status = OrderStatus.CONFIRMED
+    order.confirmed_at = timezone.now()
+    order.save(update_fields=["status", "confirmed_at", "updated_at"])
+    order_status_changed.send(
+        sender=Order,
+        order=order,
+        from_status=OrderStatus.PENDING,
+        to_status=OrderStatus.CONFIRMED,
+        reason=to_status,
+    )

@@ -78,7 +78,20 @@ class PaymentAdmin(ModelAdmin):
     actions_detail = ["query_now", "mark_collected"]
     date_hierarchy = "created_at"
     fieldsets = [
-        (None, {"fields": ["order", "method", "status", "amount", "currency", "masked_phone", "account_reference"]}),
+        (
+            None,
+            {
+                "fields": [
+                    "order",
+                    "method",
+                    "status",
+                    "amount",
+                    "currency",
+                    "masked_phone",
+                    "account_reference",
+                ]
+            },
+        ),
         (
             "M-Pesa",
             {
@@ -127,7 +140,9 @@ class PaymentAdmin(ModelAdmin):
 
     @action(description="Ask M-Pesa now", icon="sync", permissions=["change"])
     def query_now(self, request, object_id):
-        payment = services.payment_query_status(payment_id=int(object_id), source=EventSource.ADMIN, actor=request.user)
+        payment = services.payment_query_status(
+            payment_id=int(object_id), source=EventSource.ADMIN, actor=request.user
+        )
         messages.info(request, f"Payment #{payment.pk} is {payment.get_status_display()}.")
         return redirect(reverse("admin:payments_payment_change", args=[object_id]))
 
@@ -152,7 +167,16 @@ class PaymentEventAdmin(ReadOnlyAdminMixin, ModelAdmin):
 
 @admin.register(CallbackInbox)
 class CallbackInboxAdmin(ReadOnlyAdminMixin, ModelAdmin):
-    list_display = ["id", "received_at", "kind", "show_status", "correlation_id", "payment", "source_ip", "body_size"]
+    list_display = [
+        "id",
+        "received_at",
+        "kind",
+        "show_status",
+        "correlation_id",
+        "payment",
+        "source_ip",
+        "body_size",
+    ]
     list_filter = [("status", ChoicesDropdownFilter), ("kind", ChoicesDropdownFilter)]
     search_fields = ["correlation_id", "body"]
     readonly_fields = [f.name for f in CallbackInbox._meta.fields]

@@ -16,7 +16,9 @@ QUERY_THROTTLE_SECONDS = 5
 def payment_out(payment: Payment) -> dict:
     failure_reason = ""
     if payment.status == PaymentStatus.FAILED:
-        failure_reason = meaning_of(payment.result_code).customer_text if payment.result_code else payment.result_desc
+        failure_reason = (
+            meaning_of(payment.result_code).customer_text if payment.result_code else payment.result_desc
+        )
     return {
         "id": payment.pk,
         "status": payment.status,
@@ -52,7 +54,9 @@ def payment_mpesa_status(request, payment_id: int):
     payment = get_object_or_404(visible_payments(request.auth), pk=payment_id, method=PaymentMethod.MPESA)
     # Spike Arrest protection: at most one query per payment every few seconds, whoever asks.
     if payment.is_open and cache.add(f"stk-query-throttle:{payment.pk}", 1, timeout=QUERY_THROTTLE_SECONDS):
-        payment = services.payment_query_status(payment_id=payment.pk, source=EventSource.QUERY, actor=request.auth)
+        payment = services.payment_query_status(
+            payment_id=payment.pk, source=EventSource.QUERY, actor=request.auth
+        )
     return payment_out(visible_payments(request.auth).get(pk=payment.pk))
 
 
@@ -60,11 +64,15 @@ class RetryIn(Schema):
     phone: str | None = None
 
 
-@router.post("/{int:payment_id}/retry", response={201: PaymentOut}, summary="New attempt for a failed payment")
+@router.post(
+    "/{int:payment_id}/retry", response={201: PaymentOut}, summary="New attempt for a failed payment"
+)
 def payment_retry(request, payment_id: int, body: RetryIn | None = None):
     from payments.daraja.phone import normalize_msisdn
 
     payment = get_object_or_404(visible_payments(request.auth), pk=payment_id)
     phone = normalize_msisdn(body.phone) if body and body.phone else None
-    new = services.payment_retry(payment_id=payment.pk, phone=phone, source=EventSource.API, actor=request.auth)
+    new = services.payment_retry(
+        payment_id=payment.pk, phone=phone, source=EventSource.API, actor=request.auth
+    )
     return 201, payment_out(visible_payments(request.auth).get(pk=new.pk))

@@ -8,3 +8,6 @@ from django.dispatch import Signal
 
 # kwargs: payment, from_status, to_status, source, event
 payment_status_changed = Signal()
+
+# kwargs: refund, from_status, to_status, source
+refund_status_changed = Signal()

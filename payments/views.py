@@ -81,22 +81,37 @@ def receive(request: HttpRequest, *, kind: str, token: str | None, process) -> J
         read = _read_capped(request)
         if read is None:
             services.callback_inbox_store(
-                kind=kind, body=b"", headers=_headers(request), source_ip=ip, path=request.path,
-                status=InboxStatus.REJECTED, error="Body larger than MPESA_CALLBACK_MAX_BYTES; not stored.",
+                kind=kind,
+                body=b"",
+                headers=_headers(request),
+                source_ip=ip,
+                path=request.path,
+                status=InboxStatus.REJECTED,
+                error="Body larger than MPESA_CALLBACK_MAX_BYTES; not stored.",
             )
             return _refuse(413, "Body too large")
         body, _size = read
         if content_type not in ("application/json", ""):
             services.callback_inbox_store(
-                kind=kind, body=body, headers=_headers(request), source_ip=ip, path=request.path,
-                status=InboxStatus.REJECTED, error=f"Unsupported Content-Type {content_type!r}",
+                kind=kind,
+                body=body,
+                headers=_headers(request),
+                source_ip=ip,
+                path=request.path,
+                status=InboxStatus.REJECTED,
+                error=f"Unsupported Content-Type {content_type!r}",
             )
             return _refuse(415, "Content-Type must be application/json")
         if not ip_allowed(ip):
             # Quarantined, not dropped: if Safaricom's addresses change, staff can reprocess it.
             services.callback_inbox_store(
-                kind=kind, body=body, headers=_headers(request), source_ip=ip, path=request.path,
-                status=InboxStatus.REJECTED, error="Source IP not in MPESA_CALLBACK_ALLOWED_IPS",
+                kind=kind,
+                body=body,
+                headers=_headers(request),
+                source_ip=ip,
+                path=request.path,
+                status=InboxStatus.REJECTED,
+                error="Source IP not in MPESA_CALLBACK_ALLOWED_IPS",
             )
             logger.warning("Daraja request from a source outside the allowlist quarantined")
             return _refuse(403, "Forbidden")
@@ -108,8 +123,13 @@ def receive(request: HttpRequest, *, kind: str, token: str | None, process) -> J
         if not body.strip():
             malformed = "Empty body"
         inbox = services.callback_inbox_store(
-            kind=kind, body=body, headers=_headers(request), source_ip=ip, path=request.path,
-            status=InboxStatus.REJECTED if malformed else InboxStatus.RECEIVED, error=malformed,
+            kind=kind,
+            body=body,
+            headers=_headers(request),
+            source_ip=ip,
+            path=request.path,
+            status=InboxStatus.REJECTED if malformed else InboxStatus.RECEIVED,
+            error=malformed,
         )
         if malformed:
             return _refuse(400, malformed)

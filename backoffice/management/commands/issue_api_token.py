@@ -9,7 +9,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("username")
         parser.add_argument("--name", default="", help="A label to recognise the token by.")
-        parser.add_argument("--staff", action="store_true", help="Make a newly created user staff (sees all orders).")
+        parser.add_argument(
+            "--staff", action="store_true", help="Make a newly created user staff (sees all orders)."
+        )
 
     def handle(self, *args, username, name, staff, **options):
         token, raw, created = api_token_issue(username=username, name=name, staff=staff)

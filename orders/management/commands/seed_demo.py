@@ -29,22 +29,29 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--token-file", help="Write a fresh storefront API token to this file.")
-        parser.add_argument("--logins-file", default="var/demo_logins.txt", help="Where to write the demo logins.")
+        parser.add_argument(
+            "--logins-file", default="var/demo_logins.txt", help="Where to write the demo logins."
+        )
 
     @transaction.atomic
     def handle(self, *args, token_file=None, logins_file=None, **options):
         for sku, name, description, price in PRODUCTS:
             Product.objects.update_or_create(
-                sku=sku, defaults={"name": name, "description": description, "price": price, "is_active": True}
+                sku=sku,
+                defaults={"name": name, "description": description, "price": price, "is_active": True},
             )
         group, _ = Group.objects.get_or_create(name="Finance")
         group.permissions.set(
-            Permission.objects.filter(content_type__app_label__in=["orders", "payments", "notifications", "reports"])
+            Permission.objects.filter(
+                content_type__app_label__in=["orders", "payments", "notifications", "reports"]
+            )
         )
         users = get_user_model()
         lines = []
         for username, password, superuser, role in STAFF:
-            user, created = users.objects.get_or_create(username=username, defaults={"email": f"{username}@example.com"})
+            user, created = users.objects.get_or_create(
+                username=username, defaults={"email": f"{username}@example.com"}
+            )
             if created:
                 user.set_password(password)
             user.is_staff = True
