@@ -189,6 +189,10 @@ MPESA_FIRST_QUERY_DELAY = env.int("MPESA_FIRST_QUERY_DELAY", default=30)
 MPESA_PAYMENT_DEADLINE = env.int("MPESA_PAYMENT_DEADLINE", default=300)
 ORDER_PAYMENT_WINDOW_HOURS = env.int("ORDER_PAYMENT_WINDOW_HOURS", default=24)
 
+# --- Refunds and reconciliation -------------------------------------------------------------------
+
+# --- Notifications --------------------------------------------------------------------------------
+
 # Built-in simulator: seconds before it posts a callback.
 SIMULATOR_CALLBACK_DELAY = env.float("SIMULATOR_CALLBACK_DELAY", default=3.0)
 
