@@ -5,7 +5,7 @@ from decimal import Decimal
 from typing import Literal
 
 from django.shortcuts import get_object_or_404
-from ninja import Field, Header, Router, Schema
+from ninja import Field, Header, Router, Schema, Status
 
 from orders.models import Order, Product
 from orders.services import ItemRequest, Shipping, order_place
@@ -143,7 +143,7 @@ def order_create(
         email=body.email or "",
         idempotency_key=idempotency_key,
     )
-    return (201 if created else 200), {"order": order_out(order), "payment": payment_out(payment)}
+    return Status(201 if created else 200, {"order": order_out(order), "payment": payment_out(payment)})
 
 
 @router.get("/orders/{int:order_id}", response=OrderOut, summary="One order with its payments")

@@ -141,7 +141,7 @@ class PaymentAdmin(ModelAdmin):
     @action(description="Ask M-Pesa now", icon="sync", permissions=["change"])
     def query_now(self, request, object_id):
         payment = services.payment_query_status(
-            payment_id=int(object_id), source=EventSource.ADMIN, actor=request.user
+            payment_id=int(object_id), source=EventSource.QUERY, actor=request.user
         )
         messages.info(request, f"Payment #{payment.pk} is {payment.get_status_display()}.")
         return redirect(reverse("admin:payments_payment_change", args=[object_id]))

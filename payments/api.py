@@ -2,7 +2,7 @@
 
 from django.core.cache import cache
 from django.shortcuts import get_object_or_404
-from ninja import Router, Schema
+from ninja import Router, Schema, Status
 
 from payments import services
 from payments.daraja.codes import meaning_of
@@ -75,4 +75,4 @@ def payment_retry(request, payment_id: int, body: RetryIn | None = None):
     new = services.payment_retry(
         payment_id=payment.pk, phone=phone, source=EventSource.API, actor=request.auth
     )
-    return 201, payment_out(visible_payments(request.auth).get(pk=new.pk))
+    return Status(201, payment_out(visible_payments(request.auth).get(pk=new.pk)))

@@ -8,7 +8,10 @@ FORBIDDEN_URL_WORDS = ("m-pesa", "mpesa", "safaricom", "exe", "exec", "cmd", "sq
 
 
 def callback_token() -> str:
-    return settings.MPESA_CALLBACK_TOKEN or salted_hmac("payments.callback-url", "daraja").hexdigest()[:40]
+    return (
+        settings.MPESA_CALLBACK_TOKEN
+        or salted_hmac("payments.callback-url", "daraja", algorithm="sha256").hexdigest()[:40]
+    )
 
 
 def token_matches(candidate: str) -> bool:

@@ -420,7 +420,7 @@ def payment_apply_result(
 def _apply_success(payment: Payment, result: StkResult, record: dict) -> None:
     fields = {k: v for k, v in record.items() if k != "payment"}
     base = dict(result_code=result.result_code, result_desc=result.result_desc)
-    if fields["source"] == EventSource.QUERY and not result.receipt_number:
+    if result.from_query:
         # STK Query says paid but carries no receipt: completed, receipt to be filled in later.
         _transition(
             payment,

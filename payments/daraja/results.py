@@ -25,6 +25,8 @@ class StkResult:
     phone: str = ""
     problems: tuple[str, ...] = ()
     raw: dict = field(default_factory=dict, compare=False)
+    # STK Query answers carry no receipt, amount or date: only the result code.
+    from_query: bool = False
 
     @property
     def is_success(self) -> bool:
@@ -142,4 +144,5 @@ class StkQueryAnswer:
             result_code=self.result_code,
             result_desc=self.result_desc,
             raw=self.raw,
+            from_query=True,
         )
