@@ -81,7 +81,11 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+DATABASES = {
+    "default": environ.Env.db_url_config(
+        env.str("DATABASE_URL", default="") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}"
+    )
+}
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=0))
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The web process and the django-q2 cluster share one SQLite file: WAL lets readers run beside the
@@ -164,7 +168,8 @@ _DARAJA_BASE_URLS = {
     "sandbox": "https://sandbox.safaricom.co.ke",
     "production": "https://api.safaricom.co.ke",
 }
-MPESA_BASE_URL = env.str("MPESA_BASE_URL", default=_DARAJA_BASE_URLS[MPESA_ENVIRONMENT]).rstrip("/")
+# An empty value (as in .env.example) means the default, here and below.
+MPESA_BASE_URL = (env.str("MPESA_BASE_URL", default="") or _DARAJA_BASE_URLS[MPESA_ENVIRONMENT]).rstrip("/")
 # Sandbox credentials are public (daraja.md §9); the simulator accepts them too.
 MPESA_CONSUMER_KEY = env.str("MPESA_CONSUMER_KEY", default="simulator-consumer-key")
 MPESA_CONSUMER_SECRET = env.str("MPESA_CONSUMER_SECRET", default="simulator-consumer-secret")
@@ -174,7 +179,7 @@ MPESA_PASSKEY = env.str(
 )
 MPESA_TRANSACTION_TYPE = env.str("MPESA_TRANSACTION_TYPE", default="CustomerPayBillOnline")
 MPESA_PARTY_B = env.str("MPESA_PARTY_B", default="") or MPESA_SHORTCODE
-MPESA_CALLBACK_BASE_URL = env.str("MPESA_CALLBACK_BASE_URL", default=SITE_BASE_URL).rstrip("/")
+MPESA_CALLBACK_BASE_URL = (env.str("MPESA_CALLBACK_BASE_URL", default="") or SITE_BASE_URL).rstrip("/")
 # Secret path segment of every callback URL we give Daraja; derived from SECRET_KEY when unset.
 MPESA_CALLBACK_TOKEN = env.str("MPESA_CALLBACK_TOKEN", default="")
 MPESA_CALLBACK_ALLOWED_IPS = env.list("MPESA_CALLBACK_ALLOWED_IPS", default=[])
@@ -190,8 +195,99 @@ MPESA_PAYMENT_DEADLINE = env.int("MPESA_PAYMENT_DEADLINE", default=300)
 ORDER_PAYMENT_WINDOW_HOURS = env.int("ORDER_PAYMENT_WINDOW_HOURS", default=24)
 
 # --- Refunds and reconciliation -------------------------------------------------------------------
+# Base URL of ResultURL / QueueTimeOutURL for Reversal, B2C and Transaction Status; empty = the callback base.
+MPESA_RESULT_BASE_URL = env.str("MPESA_RESULT_BASE_URL", default="").rstrip("/")
+# The API operator (initiator) for Reversal, B2C and Transaction Status. Its password is encrypted with
+# Safaricom's certificate for the environment; or give MPESA_SECURITY_CREDENTIAL already encrypted.
+_SIMULATOR = MPESA_ENVIRONMENT == "simulator"
+MPESA_INITIATOR_NAME = env.str("MPESA_INITIATOR_NAME", default="") or ("testapi" if _SIMULATOR else "")
+MPESA_INITIATOR_PASSWORD = env.str("MPESA_INITIATOR_PASSWORD", default="") or (
+    "Safaricom999!*!" if _SIMULATOR else ""
+)
+MPESA_CERTIFICATE_PATH = env.str("MPESA_CERTIFICATE_PATH", default="") or (
+    str(BASE_DIR / "payments" / "simulator" / "certs" / "simulator-cert.pem") if _SIMULATOR else ""
+)
+MPESA_SECURITY_CREDENTIAL = env.str("MPESA_SECURITY_CREDENTIAL", default="")
+# B2C shortcode for partial refunds; without it only full refunds (Reversal) are possible.
+MPESA_B2C_SHORTCODE = env.str("MPESA_B2C_SHORTCODE", default="")
+# Refunds above this amount (KES) need a second person with payments.approve_refund.
+REFUND_APPROVAL_THRESHOLD = env.int("REFUND_APPROVAL_THRESHOLD", default=5000)
+# STK Query backoff for attempts without a callback: first interval, doubled per query, capped.
+MPESA_QUERY_INTERVAL = env.int("MPESA_QUERY_INTERVAL", default=20)
+MPESA_QUERY_INTERVAL_MAX = env.int("MPESA_QUERY_INTERVAL_MAX", default=120)
+# A `pending` M-Pesa attempt this old never got an answer to its push (the process stopped mid-push).
+MPESA_PENDING_TIMEOUT = env.int("MPESA_PENDING_TIMEOUT", default=300)
+# Inbox rows still `received` this long after arrival were dropped by a dead worker: process them again,
+# like `failed` and `unmatched` rows, up to INBOX_MAX_ATTEMPTS processing attempts each.
+INBOX_RETRY_AFTER = env.int("INBOX_RETRY_AFTER", default=60)
+INBOX_MAX_ATTEMPTS = env.int("INBOX_MAX_ATTEMPTS", default=5)
+# A refund still `submitting` this long after it was recorded lost its worker mid-call: it becomes
+# `unknown` (never resent). Must exceed the task timeout and MPESA_READ_TIMEOUT.
+REFUND_SUBMITTING_TIMEOUT = env.int("REFUND_SUBMITTING_TIMEOUT", default=180)
+# A `submitted` refund with no Result after this many seconds becomes `unknown`.
+REFUND_RESULT_TIMEOUT = env.int("REFUND_RESULT_TIMEOUT", default=600)
+# Transaction Status for `unknown` refunds: first after this delay, then doubled per query, capped.
+REFUND_STATUS_INTERVAL = env.int("REFUND_STATUS_INTERVAL", default=120)
+REFUND_STATUS_INTERVAL_MAX = env.int("REFUND_STATUS_INTERVAL_MAX", default=3600)
+# "No such transaction" from Transaction Status fails a refund only this long after Daraja accepted it.
+REFUND_NOT_FOUND_GRACE = env.int("REFUND_NOT_FOUND_GRACE", default=900)
 
 # --- Notifications --------------------------------------------------------------------------------
+# SMS: "local" records messages as Notification rows and logs them (phone masked); "africastalking" sends.
+SMS_BACKEND = env.str("SMS_BACKEND", default="local")
+if SMS_BACKEND not in {"local", "africastalking"}:
+    raise ImproperlyConfigured("SMS_BACKEND must be local or africastalking.")
+# Username "sandbox" talks to AT's sandbox host. AFRICASTALKING_API_URL replaces the host (tests, proxies).
+AFRICASTALKING_USERNAME = env.str("AFRICASTALKING_USERNAME", default="sandbox")
+AFRICASTALKING_API_KEY = env.str("AFRICASTALKING_API_KEY", default="")
+AFRICASTALKING_SENDER_ID = env.str("AFRICASTALKING_SENDER_ID", default="")
+AFRICASTALKING_API_URL = env.str("AFRICASTALKING_API_URL", default="").rstrip("/")
+AFRICASTALKING_CONNECT_TIMEOUT = env.float("AFRICASTALKING_CONNECT_TIMEOUT", default=3.05)
+AFRICASTALKING_READ_TIMEOUT = env.float("AFRICASTALKING_READ_TIMEOUT", default=10.0)
+if SMS_BACKEND == "africastalking" and not AFRICASTALKING_API_KEY:
+    raise ImproperlyConfigured("SMS_BACKEND=africastalking needs AFRICASTALKING_API_KEY.")
+
+# Email: EMAIL_ESP names the Anymail backend; "console" (default) prints messages to the console.
+# ANYMAIL_API_KEY is the ESP's main credential, ANYMAIL_OPTIONS (JSON) any other backend option.
+_ANYMAIL_ESPS = {
+    "amazon_ses", "brevo", "mailersend", "mailgun", "mailjet", "mailtrap", "mandrill", "postal",
+    "postmark", "resend", "scaleway", "sendgrid", "sparkpost", "unisender_go",
+}  # fmt: skip
+# The option each ESP calls its main credential (Amazon SES uses boto3's AWS_* credentials instead).
+_ANYMAIL_KEY_OPTION = {"postmark": "server_token", "mailersend": "api_token", "mailtrap": "api_token",
+                       "scaleway": "secret_key", "amazon_ses": ""}  # fmt: skip
+EMAIL_ESP = env.str("EMAIL_ESP", default="console").strip().lower()
+if EMAIL_ESP == "console":
+    _MAILER = {"BACKEND": "anymail.backends.console.EmailBackend"}
+elif EMAIL_ESP in _ANYMAIL_ESPS:
+    _options = env.json("ANYMAIL_OPTIONS", default={})
+    _key_option = _ANYMAIL_KEY_OPTION.get(EMAIL_ESP, "api_key")
+    if _key_option and env.str("ANYMAIL_API_KEY", default=""):
+        _options[_key_option] = env.str("ANYMAIL_API_KEY")
+    if _key_option and _key_option not in _options:
+        raise ImproperlyConfigured(f"EMAIL_ESP={EMAIL_ESP} needs ANYMAIL_API_KEY.")
+    if env.str("ANYMAIL_API_URL", default=""):
+        _options["api_url"] = env.str("ANYMAIL_API_URL")
+    _MAILER = {"BACKEND": f"anymail.backends.{EMAIL_ESP}.EmailBackend", "OPTIONS": _options}
+else:
+    raise ImproperlyConfigured(f"EMAIL_ESP must be console or one of {', '.join(sorted(_ANYMAIL_ESPS))}.")
+MAILERS = {"default": _MAILER}
+ANYMAIL = {"REQUESTS_TIMEOUT": env.float("ANYMAIL_REQUESTS_TIMEOUT", default=20.0)}
+# "user:password" for HTTP Basic auth on /anymail/<esp>/tracking/ (register https://user:password@host/...).
+if env.str("ANYMAIL_WEBHOOK_SECRET", default=""):
+    ANYMAIL["WEBHOOK_SECRET"] = env.str("ANYMAIL_WEBHOOK_SECRET")
+NOTIFICATIONS_MAILER = "default"
+NOTIFICATIONS_FROM_EMAIL = env.str("NOTIFICATIONS_FROM_EMAIL", default="Back Office <noreply@localhost>")
+NOTIFICATIONS_STAFF_EMAILS = env.list("NOTIFICATIONS_STAFF_EMAILS", default=[])
+NOTIFICATIONS_BUSINESS_NAME = env.str("NOTIFICATIONS_BUSINESS_NAME", default="Duka")
+# Secret path segment of the SMS delivery-report URL; derived from SECRET_KEY when unset.
+NOTIFICATIONS_WEBHOOK_TOKEN = env.str("NOTIFICATIONS_WEBHOOK_TOKEN", default="")
+# Retries: min(2^(n-1) * base, max) seconds after failed attempt n; failed after MAX_ATTEMPTS.
+NOTIFICATIONS_MAX_ATTEMPTS = env.int("NOTIFICATIONS_MAX_ATTEMPTS", default=6)
+NOTIFICATIONS_RETRY_BASE_SECONDS = env.int("NOTIFICATIONS_RETRY_BASE_SECONDS", default=30)
+NOTIFICATIONS_RETRY_MAX_SECONDS = env.int("NOTIFICATIONS_RETRY_MAX_SECONDS", default=3600)
+# A message `sending` this long lost its worker; it counts as possibly sent (one resend at most).
+NOTIFICATIONS_SENDING_STALE_SECONDS = env.int("NOTIFICATIONS_SENDING_STALE_SECONDS", default=300)
 
 # Built-in simulator: seconds before it posts a callback.
 SIMULATOR_CALLBACK_DELAY = env.float("SIMULATOR_CALLBACK_DELAY", default=3.0)
@@ -237,6 +333,11 @@ UNFOLD = {
                         "link": reverse_lazy("admin:payments_payment_changelist"),
                     },
                     {
+                        "title": "Refunds",
+                        "icon": "currency_exchange",
+                        "link": reverse_lazy("admin:payments_refund_changelist"),
+                    },
+                    {
                         "title": "Events",
                         "icon": "history",
                         "link": reverse_lazy("admin:payments_paymentevent_changelist"),
@@ -245,6 +346,27 @@ UNFOLD = {
                         "title": "Callback inbox",
                         "icon": "inbox",
                         "link": reverse_lazy("admin:payments_callbackinbox_changelist"),
+                    },
+                ],
+            },
+            {
+                "title": "Notifications",
+                "separator": True,
+                "items": [
+                    {
+                        "title": "Messages",
+                        "icon": "sms",
+                        "link": reverse_lazy("admin:notifications_notification_changelist"),
+                    },
+                    {
+                        "title": "Message templates",
+                        "icon": "edit_note",
+                        "link": reverse_lazy("admin:notifications_messagetemplate_changelist"),
+                    },
+                    {
+                        "title": "Notification rules",
+                        "icon": "toggle_on",
+                        "link": reverse_lazy("admin:notifications_notificationrule_changelist"),
                     },
                 ],
             },

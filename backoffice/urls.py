@@ -13,6 +13,8 @@ urlpatterns = [
     path("api/v1/payments/mpesa/callback", payment_views.stk_callback_legacy, name="stk-callback-legacy"),
     path("api/v1/", api.urls),
     path("", include("payments.urls")),
+    path("", include("notifications.urls")),
+    path("anymail/", include("anymail.urls")),
 ]
 
 if settings.MPESA_ENVIRONMENT == "simulator":

@@ -48,6 +48,9 @@ class OrderIn(Schema):
     shipping: ShippingIn
     payment: PaymentIn
     email: str | None = Field(None, max_length=254)
+    # Both optional: leaving them out keeps the customer's current settings.
+    smsOptOut: bool | None = None
+    language: Literal["en", "sw"] | None = None
 
 
 class OrderItemOut(Schema):
@@ -142,6 +145,8 @@ def order_create(
         payment_phone=body.payment.phone or "",
         email=body.email or "",
         idempotency_key=idempotency_key,
+        sms_opt_out=body.smsOptOut,
+        language=body.language,
     )
     return Status(201 if created else 200, {"order": order_out(order), "payment": payment_out(payment)})
 

@@ -14,7 +14,7 @@ from orders.signals import order_status_changed
 from payments import services as payment_services
 from payments.daraja.client import MAX_MPESA_AMOUNT
 from payments.daraja.phone import InvalidPhoneNumber, normalize_msisdn
-from payments.models import EventSource, Payment, PaymentMethod
+from payments.models import OPEN_STATUSES, PAID_STATUSES, EventSource, Payment, PaymentMethod, PaymentStatus
 
 MAX_QUANTITY = 1000
 
@@ -69,6 +69,8 @@ def order_place(
     payment_phone: str = "",
     email: str = "",
     idempotency_key: str = "",
+    sms_opt_out: bool | None = None,
+    language: str | None = None,
 ) -> tuple[Order, Payment, bool]:
     """Create the order and its first payment attempt; for M-Pesa, send the STK push after commit.
 
@@ -113,6 +115,8 @@ def order_place(
             msisdn=msisdn,
             email=email,
             idempotency_key=idempotency_key,
+            sms_opt_out=sms_opt_out,
+            language=language,
         )
     except IntegrityError:
         if not idempotency_key:
@@ -130,7 +134,17 @@ def order_place(
 
 @transaction.atomic
 def _order_create(
-    *, owner, priced, total, shipping: Shipping, payment_method, msisdn, email, idempotency_key
+    *,
+    owner,
+    priced,
+    total,
+    shipping: Shipping,
+    payment_method,
+    msisdn,
+    email,
+    idempotency_key,
+    sms_opt_out=None,
+    language=None,
 ):
     customer, _ = Customer.objects.get_or_create(user=owner, defaults={"full_name": shipping.full_name})
     changed = []
@@ -140,6 +154,10 @@ def _order_create(
         customer.email, changed = owner.email, [*changed, "email"]
     if msisdn and customer.phone != msisdn:
         customer.phone, changed = msisdn, [*changed, "phone"]
+    if sms_opt_out is not None and customer.sms_opt_out != sms_opt_out:
+        customer.sms_opt_out, changed = sms_opt_out, [*changed, "sms_opt_out"]
+    if language and customer.language != language:
+        customer.language, changed = language, [*changed, "language"]
     if changed:
         customer.save(update_fields=changed)
     due = None
@@ -192,3 +210,52 @@ def order_status_follow_payment(*, order_id: int, to_status: str) -> None:
         to_status=OrderStatus.CONFIRMED,
         reason=to_status,
     )
+
+
+# Attempts that keep an order open past its payment window: money may still arrive, or a person decides.
+PAYMENT_WINDOW_BLOCKERS = (
+    *OPEN_STATUSES,
+    PaymentStatus.NEEDS_REVIEW,
+    PaymentStatus.PENDING_DELIVERY,
+    *PAID_STATUSES,
+)
+PAYMENT_WINDOW_CLOSED = "payment_window_closed"
+
+
+def order_cancel_unpaid(*, now: dt.datetime | None = None, limit: int = 500) -> list[int]:
+    """Cancel pending orders whose payment window (payment_due_at) closed without a completed payment."""
+    now = now or timezone.now()
+    candidates = (
+        Order.objects.filter(status=OrderStatus.PENDING, payment_due_at__lte=now)
+        .exclude(payments__status__in=PAYMENT_WINDOW_BLOCKERS)
+        .order_by("payment_due_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    return [order_id for order_id in list(candidates) if order_cancel_if_unpaid(order_id=order_id, now=now)]
+
+
+@transaction.atomic
+def order_cancel_if_unpaid(*, order_id: int, now: dt.datetime | None = None) -> bool:
+    now = now or timezone.now()
+    order = Order.objects.select_for_update().get(pk=order_id)
+    if order.status != OrderStatus.PENDING or order.payment_due_at is None or order.payment_due_at > now:
+        return False
+    # Lock the attempts too: a retry racing us either commits first (and we see it in flight) or finds the
+    # order cancelled once it gets the locks.
+    statuses = set(
+        Payment.objects.select_for_update().filter(order_id=order.pk).values_list("status", flat=True)
+    )
+    if statuses & set(PAYMENT_WINDOW_BLOCKERS):
+        return False
+    order.status = OrderStatus.CANCELLED
+    order.cancelled_at = now
+    order.cancel_reason = "The payment window closed without a completed payment."
+    order.save(update_fields=["status", "cancelled_at", "cancel_reason", "updated_at"])
+    order_status_changed.send(
+        sender=Order,
+        order=order,
+        from_status=OrderStatus.PENDING,
+        to_status=OrderStatus.CANCELLED,
+        reason=PAYMENT_WINDOW_CLOSED,
+    )
+    return True

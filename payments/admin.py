@@ -1,14 +1,26 @@
 from django.contrib import admin, messages
-from django.shortcuts import redirect
+from django.http import HttpResponse
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.html import format_html
 from unfold.admin import ModelAdmin, TabularInline
 from unfold.contrib.filters.admin import ChoicesDropdownFilter, RangeDateTimeFilter
 from unfold.decorators import action, display
 
-from payments import services
+from payments import refunds, services
 from payments.exceptions import PaymentError
-from payments.models import CallbackInbox, EventSource, InboxStatus, Payment, PaymentEvent, PaymentStatus
+from payments.forms import RefundRejectForm, RefundRequestForm, RefundResolveForm
+from payments.models import (
+    CallbackInbox,
+    EventSource,
+    InboxStatus,
+    Payment,
+    PaymentEvent,
+    PaymentStatus,
+    Refund,
+    RefundEvent,
+    RefundStatus,
+)
 
 STATUS_COLOURS = {
     PaymentStatus.PENDING: "info",
@@ -51,6 +63,15 @@ class PaymentEventInline(ReadOnlyAdminMixin, TabularInline):
     ordering = ["created_at", "id"]
 
 
+class RefundInline(ReadOnlyAdminMixin, TabularInline):
+    model = Refund
+    fields = ["created_at", "status", "method", "amount", "reason", "requested_by", "transaction_id"]
+    readonly_fields = fields
+    extra = 0
+    show_change_link = True
+    ordering = ["created_at", "id"]
+
+
 @admin.register(Payment)
 class PaymentAdmin(ModelAdmin):
     list_display = [
@@ -74,8 +95,8 @@ class PaymentAdmin(ModelAdmin):
     list_filter_submit = True
     search_fields = ["mpesa_receipt_number", "checkout_request_id", "order__reference", "phone"]
     list_select_related = ["order"]
-    inlines = [PaymentEventInline]
-    actions_detail = ["query_now", "mark_collected"]
+    inlines = [PaymentEventInline, RefundInline]
+    actions_detail = ["query_now", "mark_collected", "request_refund"]
     date_hierarchy = "created_at"
     fieldsets = [
         (
@@ -146,6 +167,49 @@ class PaymentAdmin(ModelAdmin):
         messages.info(request, f"Payment #{payment.pk} is {payment.get_status_display()}.")
         return redirect(reverse("admin:payments_payment_change", args=[object_id]))
 
+    def has_request_refund_permission(self, request, object_id=None):
+        return request.user.has_perm("payments.add_refund")
+
+    @action(
+        description="Refund",
+        icon="undo",
+        permissions=["request_refund"],
+        dialog={
+            "title": "Refund this payment",
+            "description": "A full refund is an M-Pesa reversal; a partial one is a B2C payment to the payer. "
+            "Above the approval threshold a second person must approve it.",
+            "form_class": RefundRequestForm,
+            "form_submit_text": "Request refund",
+        },
+    )
+    def request_refund(self, request, form, object_id):
+        try:
+            refund = refunds.refund_request(
+                payment_id=int(object_id),
+                amount=form.cleaned_data["amount"],
+                reason=form.cleaned_data["reason"],
+                internal_note=form.cleaned_data["internal_note"],
+                actor=request.user,
+                source=EventSource.ADMIN,
+            )
+        except PaymentError as exc:
+            form.add_error(
+                exc.details.get("field") if exc.details.get("field") in form.fields else None, exc.message
+            )
+            return render(
+                request,
+                "unfold/helpers/dialog.html",
+                {"dialog": self.request_refund.dialog, "form": form, "form_submit_text": "Request refund"},
+            )
+        if refund.status == RefundStatus.REQUESTED:
+            messages.info(
+                request, f"Refund #{refund.pk} of KES {refund.amount} is waiting for a second approver."
+            )
+        else:
+            messages.success(request, f"Refund #{refund.pk} of KES {refund.amount} is being sent to M-Pesa.")
+        url = reverse("admin:payments_refund_change", args=[refund.pk])
+        return HttpResponse(headers={"HX-Redirect": url})
+
     @action(description="Cash collected", icon="payments", permissions=["change"])
     def mark_collected(self, request, object_id):
         try:
@@ -197,3 +261,206 @@ class CallbackInboxAdmin(ReadOnlyAdminMixin, ModelAdmin):
         inbox = services.callback_inbox_process(inbox_id=inbox.pk)
         messages.info(request, f"Inbox entry #{inbox.pk} is now {inbox.get_status_display()}.")
         return redirect(reverse("admin:payments_callbackinbox_change", args=[object_id]))
+
+
+# --- refunds ----------------------------------------------------------------------------------------
+REFUND_COLOURS = {
+    RefundStatus.REQUESTED: "warning",
+    RefundStatus.APPROVED: "info",
+    RefundStatus.REJECTED: "danger",
+    RefundStatus.SUBMITTING: "info",
+    RefundStatus.SUBMITTED: "info",
+    RefundStatus.SUCCEEDED: "success",
+    RefundStatus.FAILED: "danger",
+    RefundStatus.UNKNOWN: "warning",
+}
+
+
+class RefundEventInline(ReadOnlyAdminMixin, TabularInline):
+    model = RefundEvent
+    fields = ["created_at", "kind", "source", "actor", "from_status", "to_status", "message"]
+    readonly_fields = fields
+    extra = 0
+    ordering = ["created_at", "id"]
+
+
+@admin.register(Refund)
+class RefundAdmin(ModelAdmin):
+    """Refunds are requested from the payment page; here they are approved, watched and settled."""
+
+    list_display = [
+        "id",
+        "payment_link",
+        "show_status",
+        "method",
+        "amount",
+        "requested_by",
+        "approved_by",
+        "transaction_id",
+        "result_code",
+        "created_at",
+    ]
+    list_filter = [
+        ("status", ChoicesDropdownFilter),
+        ("method", ChoicesDropdownFilter),
+        ("created_at", RangeDateTimeFilter),
+    ]
+    list_filter_submit = True
+    search_fields = [
+        "transaction_id",
+        "original_receipt",
+        "originator_conversation_id",
+        "conversation_id",
+        "payment__order__reference",
+    ]
+    list_select_related = ["payment", "requested_by", "approved_by"]
+    inlines = [RefundEventInline]
+    actions_detail = ["approve", "reject", "check_status", "resend_reversal", "resolve"]
+    fieldsets = [
+        (None, {"fields": ["payment", "status", "method", "amount", "currency", "reason", "internal_note"]}),
+        ("People", {"fields": ["requested_by", "approved_by", "rejected_by"]}),
+        (
+            "M-Pesa",
+            {
+                "fields": [
+                    "original_receipt",
+                    "transaction_id",
+                    "result_code",
+                    "result_desc",
+                    "idempotency_key",
+                    "originator_conversation_id",
+                    "conversation_id",
+                    "status_query_count",
+                    "next_check_at",
+                ]
+            },
+        ),
+        (
+            "Times",
+            {
+                "fields": [
+                    "created_at",
+                    "approved_at",
+                    "submitted_at",
+                    "accepted_at",
+                    "completed_at",
+                    "updated_at",
+                ]
+            },
+        ),
+    ]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def get_readonly_fields(self, request, obj=None):
+        # Every change goes through the refund services (the actions below).
+        return [f for fieldset in self.fieldsets for f in fieldset[1]["fields"]]
+
+    @display(description="Status", ordering="status", label=REFUND_COLOURS)
+    def show_status(self, obj):
+        return obj.status, obj.get_status_display()
+
+    @display(description="Payment", ordering="payment_id")
+    def payment_link(self, obj):
+        url = reverse("admin:payments_payment_change", args=[obj.payment_id])
+        return format_html('<a href="{}">#{} ({})</a>', url, obj.payment_id, obj.original_receipt or "-")
+
+    def has_approve_refund_permission(self, request, object_id=None):
+        return request.user.has_perm("payments.approve_refund")
+
+    def has_reject_refund_permission(self, request, object_id=None):
+        return request.user.has_perm("payments.approve_refund") or request.user.has_perm(
+            "payments.add_refund"
+        )
+
+    def _back(self, object_id):
+        return redirect(reverse("admin:payments_refund_change", args=[object_id]))
+
+    def _dialog_done(self, object_id):
+        return HttpResponse(
+            headers={"HX-Redirect": reverse("admin:payments_refund_change", args=[object_id])}
+        )
+
+    @action(description="Approve", icon="check", permissions=["approve_refund"])
+    def approve(self, request, object_id):
+        try:
+            refund = refunds.refund_approve(refund_id=int(object_id), actor=request.user)
+            messages.success(request, f"Refund #{refund.pk} approved; it is being sent to M-Pesa.")
+        except PaymentError as exc:
+            messages.error(request, exc.message)
+        return self._back(object_id)
+
+    @action(
+        description="Reject",
+        icon="block",
+        permissions=["reject_refund"],
+        dialog={"title": "Reject this refund", "form_class": RefundRejectForm, "form_submit_text": "Reject"},
+    )
+    def reject(self, request, form, object_id):
+        try:
+            refunds.refund_reject(
+                refund_id=int(object_id), actor=request.user, note=form.cleaned_data["note"]
+            )
+            messages.success(request, "Refund rejected; nothing was sent.")
+        except PaymentError as exc:
+            messages.error(request, exc.message)
+        return self._dialog_done(object_id)
+
+    @action(description="Ask M-Pesa (Transaction Status)", icon="sync", permissions=["approve_refund"])
+    def check_status(self, request, object_id):
+        refund = Refund.objects.get(pk=object_id)
+        if refund.status != RefundStatus.UNKNOWN:
+            messages.info(request, "Only refunds whose outcome is unknown are asked about.")
+        else:
+            refunds.refund_check_status(refund_id=refund.pk, actor=request.user, source=EventSource.ADMIN)
+            messages.info(request, "Transaction Status asked; the answer arrives in a few seconds.")
+        return self._back(object_id)
+
+    @action(description="Send reversal again", icon="replay", permissions=["approve_refund"])
+    def resend_reversal(self, request, object_id):
+        try:
+            refund = refunds.refund_resend_reversal(refund_id=int(object_id), actor=request.user)
+            messages.info(
+                request, f"Reversal sent again; refund #{refund.pk} is {refund.get_status_display()}."
+            )
+        except PaymentError as exc:
+            messages.error(request, exc.message)
+        return self._back(object_id)
+
+    @action(
+        description="Resolve by hand",
+        icon="gavel",
+        permissions=["approve_refund"],
+        dialog={
+            "title": "Resolve an unknown refund",
+            "description": "Check the M-Pesa org portal statement first.",
+            "form_class": RefundResolveForm,
+            "form_submit_text": "Resolve",
+        },
+    )
+    def resolve(self, request, form, object_id):
+        try:
+            refunds.refund_resolve(
+                refund_id=int(object_id),
+                actor=request.user,
+                succeeded=form.cleaned_data["outcome"] == "succeeded",
+                note=form.cleaned_data["note"],
+                transaction_id=form.cleaned_data["transaction_id"],
+            )
+            messages.success(request, "Refund resolved.")
+        except PaymentError as exc:
+            messages.error(request, exc.message)
+        return self._dialog_done(object_id)
+
+
+@admin.register(RefundEvent)
+class RefundEventAdmin(ReadOnlyAdminMixin, ModelAdmin):
+    list_display = ["created_at", "refund", "kind", "source", "actor", "from_status", "to_status", "message"]
+    list_filter = [("kind", ChoicesDropdownFilter), ("source", ChoicesDropdownFilter)]
+    search_fields = ["refund__transaction_id", "refund__original_receipt", "message"]
+    list_select_related = ["refund", "actor"]
+    readonly_fields = [f.name for f in RefundEvent._meta.fields]

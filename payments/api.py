@@ -1,12 +1,16 @@
 """Payment endpoints of the storefront API (`/api/v1/payments/...`), in the original service's shapes."""
 
+import datetime as dt
+from decimal import Decimal
+
 from django.core.cache import cache
 from django.shortcuts import get_object_or_404
-from ninja import Router, Schema, Status
+from ninja import Field, Router, Schema, Status
 
-from payments import services
+from payments import refunds, services
 from payments.daraja.codes import meaning_of
-from payments.models import EventSource, Payment, PaymentMethod, PaymentStatus
+from payments.exceptions import RefundPermissionDenied
+from payments.models import EventSource, Payment, PaymentMethod, PaymentStatus, Refund, RefundStatus
 from payments.schemas import PaymentOut
 
 router = Router(tags=["payments"])
@@ -76,3 +80,96 @@ def payment_retry(request, payment_id: int, body: RetryIn | None = None):
         payment_id=payment.pk, phone=phone, source=EventSource.API, actor=request.auth
     )
     return Status(201, payment_out(visible_payments(request.auth).get(pk=new.pk)))
+
+
+# --- refunds (staff tokens only) ---------------------------------------------------------------------
+class RefundIn(Schema):
+    amount: Decimal | None = Field(
+        None, description="Whole KES; leave out to refund everything not yet refunded."
+    )
+    reason: str = Field(..., max_length=200, description="Shown to the customer.")
+    note: str = Field("", max_length=2000, description="Internal note, staff only.")
+
+
+class RefundOut(Schema):
+    id: int
+    paymentId: int
+    status: str
+    method: str
+    amount: float
+    currency: str
+    reason: str
+    needsApproval: bool
+    mpesaTransactionId: str | None
+    resultCode: str | None
+    resultDesc: str | None
+    requestedBy: str | None
+    approvedBy: str | None
+    createdAt: dt.datetime
+    approvedAt: dt.datetime | None
+    completedAt: dt.datetime | None
+
+
+def refund_out(refund: Refund) -> dict:
+    return {
+        "id": refund.pk,
+        "paymentId": refund.payment_id,
+        "status": refund.status,
+        "method": refund.method,
+        "amount": float(refund.amount),
+        "currency": refund.currency,
+        "reason": refund.reason,
+        "needsApproval": refund.status == RefundStatus.REQUESTED,
+        "mpesaTransactionId": refund.transaction_id or None,
+        "resultCode": refund.result_code or None,
+        "resultDesc": refund.result_desc or None,
+        "requestedBy": refund.requested_by.get_username() if refund.requested_by else None,
+        "approvedBy": refund.approved_by.get_username() if refund.approved_by else None,
+        "createdAt": refund.created_at,
+        "approvedAt": refund.approved_at,
+        "completedAt": refund.completed_at,
+    }
+
+
+def _staff_only(request) -> None:
+    if not request.auth.is_staff:
+        raise RefundPermissionDenied("Refunds are for staff tokens only.")
+
+
+@router.post(
+    "/{int:payment_id}/refunds",
+    response={201: RefundOut},
+    summary="Refund a payment (staff)",
+    tags=["refunds"],
+)
+def payment_refund_create(request, payment_id: int, body: RefundIn):
+    _staff_only(request)
+    payment = get_object_or_404(Payment, pk=payment_id)
+    refund = refunds.refund_request(
+        payment_id=payment.pk,
+        amount=body.amount,
+        reason=body.reason,
+        internal_note=body.note,
+        actor=request.auth,
+        source=EventSource.API,
+    )
+    return Status(
+        201, refund_out(Refund.objects.select_related("requested_by", "approved_by").get(pk=refund.pk))
+    )
+
+
+@router.get(
+    "/{int:payment_id}/refunds",
+    response=list[RefundOut],
+    summary="Refunds of a payment (staff)",
+    tags=["refunds"],
+)
+def payment_refund_list(request, payment_id: int):
+    _staff_only(request)
+    payment = get_object_or_404(Payment, pk=payment_id)
+    return [
+        refund_out(refund)
+        for refund in payment.refunds.select_related("requested_by", "approved_by").order_by(
+            "created_at", "pk"
+        )
+    ]

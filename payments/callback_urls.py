@@ -26,6 +26,21 @@ def stk_callback_url() -> str:
     return _absolute("payments:stk-callback")
 
 
+def _result_absolute(route_name: str) -> str:
+    base = settings.MPESA_RESULT_BASE_URL or settings.MPESA_CALLBACK_BASE_URL
+    return base.rstrip("/") + reverse(route_name, kwargs={"token": callback_token()})
+
+
+def result_url() -> str:
+    """ResultURL of Reversal, B2C and Transaction Status requests."""
+    return _result_absolute("payments:daraja-result")
+
+
+def queue_timeout_url() -> str:
+    """QueueTimeOutURL of Reversal, B2C and Transaction Status requests."""
+    return _result_absolute("payments:daraja-queue-timeout")
+
+
 def forbidden_words_in(url: str) -> list[str]:
     lowered = url.lower()
     return [word for word in FORBIDDEN_URL_WORDS if word in lowered]

@@ -33,3 +33,45 @@ class RetryTooSoon(PaymentError):
 class IllegalTransition(PaymentError):
     code = "illegal_transition"
     http_status = 409
+
+
+# --- refunds ---------------------------------------------------------------------------------------
+class RefundNotFound(PaymentError):
+    code = "not_found"
+    http_status = 404
+
+
+class RefundNotAllowed(PaymentError):
+    """The payment cannot be refunded (not paid, not M-Pesa, already refunded, receipt not known yet)."""
+
+    code = "refund_not_allowed"
+    http_status = 409
+
+
+class RefundInProgress(PaymentError):
+    code = "refund_in_progress"
+    http_status = 409
+
+
+class RefundInvalid(PaymentError):
+    """The amount or reason of a refund request is not acceptable."""
+
+    code = "invalid_refund"
+    http_status = 400
+
+
+class RefundMethodUnavailable(PaymentError):
+    """A partial refund needs B2C (MPESA_B2C_SHORTCODE); a Reversal only gives back the whole payment."""
+
+    code = "refund_method_unavailable"
+    http_status = 400
+
+
+class RefundPermissionDenied(PaymentError):
+    code = "forbidden"
+    http_status = 403
+
+
+class RefundsNotConfigured(PaymentError):
+    code = "refunds_not_configured"
+    http_status = 503

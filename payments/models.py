@@ -5,7 +5,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.core.validators import MinValueValidator
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 
 
 class PaymentMethod(models.TextChoices):
@@ -94,6 +94,10 @@ class Payment(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(amount__gt=0), name="payment_amount_positive"),
             models.CheckConstraint(condition=Q(refunded_amount__gte=0), name="payment_refunded_not_negative"),
+            # Refunds never give back more than was charged (the refund service also checks, under a lock).
+            models.CheckConstraint(
+                condition=Q(refunded_amount__lte=F("amount")), name="payment_refunded_within_amount"
+            ),
             # One attempt in flight per order: double submits and concurrent retries are settled here.
             models.UniqueConstraint(
                 fields=["order"],
@@ -139,6 +143,7 @@ class EventKind(models.TextChoices):
     STATUS_CHANGED = "status_changed", "Status changed"
     COLLECTED = "collected", "Cash collected"
     REVIEW_RESOLVED = "review_resolved", "Review resolved"
+    REFUNDED = "refunded", "Refund paid out"
     NOTE = "note", "Note"
 
 
@@ -148,6 +153,8 @@ class EventSource(models.TextChoices):
     API = "api", "API"
     ADMIN = "admin", "Admin"
     SYSTEM = "system", "System"
+    RESULT = "result", "Daraja async result"
+    STATUS_QUERY = "status_query", "Transaction Status"
 
 
 class AppendOnlyError(Exception):
@@ -234,3 +241,151 @@ class CallbackInbox(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} #{self.pk} {self.status}"
+
+
+# --- Refunds ----------------------------------------------------------------------------------------
+class RefundStatus(models.TextChoices):
+    REQUESTED = "requested", "Awaiting approval"
+    APPROVED = "approved", "Approved"
+    REJECTED = "rejected", "Rejected"
+    SUBMITTING = "submitting", "Submitting"
+    SUBMITTED = "submitted", "Submitted"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    UNKNOWN = "unknown", "Outcome unknown"
+
+
+# Money may still move for these: at most one per payment, and they count against what can be refunded.
+REFUND_IN_FLIGHT_STATUSES = (
+    RefundStatus.REQUESTED,
+    RefundStatus.APPROVED,
+    RefundStatus.SUBMITTING,
+    RefundStatus.SUBMITTED,
+    RefundStatus.UNKNOWN,
+)
+
+
+class RefundMethod(models.TextChoices):
+    REVERSAL = "reversal", "Reversal (full)"
+    B2C = "b2c", "B2C payment (partial)"
+
+
+class Refund(models.Model):
+    """Money given back for a paid M-Pesa attempt: a full Reversal, or a partial B2C payment."""
+
+    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="refunds")
+    status = models.CharField(
+        max_length=16, choices=RefundStatus.choices, default=RefundStatus.REQUESTED, db_index=True
+    )
+    method = models.CharField(max_length=16, choices=RefundMethod.choices)
+    amount = models.DecimalField(max_digits=12, decimal_places=2)
+    currency = models.CharField(max_length=3, default="KES")
+    reason = models.CharField(max_length=200, help_text="Shown to the customer.")
+    internal_note = models.TextField(blank=True, help_text="Staff only.")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="+"
+    )
+    approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    rejected_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    # Our own stable key: B2C's OriginatorConversationID ("avoid double disbursement", daraja.md §6.4).
+    idempotency_key = models.CharField(max_length=64, unique=True)
+    original_receipt = models.CharField(
+        max_length=32, blank=True, db_index=True, help_text="Receipt of the payment being refunded."
+    )
+    originator_conversation_id = models.CharField(max_length=128, blank=True, db_index=True)
+    conversation_id = models.CharField(max_length=64, blank=True, db_index=True)
+    transaction_id = models.CharField(
+        max_length=32, blank=True, help_text="M-Pesa receipt of the reversal or B2C payment."
+    )
+    result_code = models.CharField(max_length=16, blank=True)
+    result_desc = models.CharField(max_length=512, blank=True)
+    # The latest Transaction Status request about this refund; its Result comes back with these ids.
+    status_query_originator_id = models.CharField(max_length=128, blank=True, db_index=True)
+    status_query_conversation_id = models.CharField(max_length=64, blank=True, db_index=True)
+    status_query_count = models.PositiveIntegerField(default=0)
+    next_check_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    approved_at = models.DateTimeField(null=True, blank=True)
+    submitted_at = models.DateTimeField(
+        null=True, blank=True, help_text="Recorded as submitting, just before the call to Daraja."
+    )
+    accepted_at = models.DateTimeField(null=True, blank=True, help_text="Daraja acknowledged the request.")
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="refund_amount_positive"),
+            # Two staff clicking "refund" at once: the second insert fails here even if a lock was missed.
+            models.UniqueConstraint(
+                fields=["payment"],
+                condition=Q(status__in=["requested", "approved", "submitting", "submitted", "unknown"]),
+                name="refund_one_in_flight_per_payment",
+            ),
+        ]
+        permissions = [("approve_refund", "Can approve refunds above the approval threshold")]
+
+    def __str__(self) -> str:
+        return f"Refund #{self.pk} KES {self.amount} {self.status}"
+
+    @property
+    def is_in_flight(self) -> bool:
+        return self.status in REFUND_IN_FLIGHT_STATUSES
+
+
+class RefundEventKind(models.TextChoices):
+    REQUESTED = "requested", "Requested"
+    APPROVED = "approved", "Approved"
+    REJECTED = "rejected", "Rejected"
+    SUBMITTING = "submitting", "Recorded before sending"
+    ACCEPTED = "accepted", "Accepted by Daraja"
+    SEND_REFUSED = "send_refused", "Refused by Daraja"
+    SEND_DEFERRED = "send_deferred", "Not sent; will retry"
+    RESULT_APPLIED = "result_applied", "Result applied"
+    QUEUE_TIMEOUT = "queue_timeout", "Queue timeout"
+    OUTCOME_UNKNOWN = "outcome_unknown", "Outcome unknown"
+    STATUS_QUERY_SENT = "status_query_sent", "Transaction Status sent"
+    STATUS_QUERY_FAILED = "status_query_failed", "Transaction Status not sent"
+    STATUS_RESULT = "status_result", "Transaction Status answer"
+    DUPLICATE_RESULT = "duplicate_result", "Duplicate result"
+    DISAGREEMENT = "disagreement", "Sources disagree"
+    RESOLVED = "resolved", "Resolved by staff"
+    NOTE = "note", "Note"
+
+
+class RefundEvent(models.Model):
+    """Append-only history of a refund: every transition and every answer from Daraja."""
+
+    refund = models.ForeignKey(Refund, on_delete=models.PROTECT, related_name="events")
+    kind = models.CharField(max_length=32, choices=RefundEventKind.choices)
+    source = models.CharField(max_length=16, choices=EventSource.choices)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    from_status = models.CharField(max_length=16, blank=True)
+    to_status = models.CharField(max_length=16, blank=True)
+    message = models.CharField(max_length=512, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    inbox = models.ForeignKey(
+        CallbackInbox, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} ({self.source})"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None:
+            raise AppendOnlyError("Refund events are append-only.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise AppendOnlyError("Refund events are append-only.")

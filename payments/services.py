@@ -266,6 +266,16 @@ def _push_outcome(
 ):
     payment = _locked(payment_id)
     if payment.status != S.PENDING:
+        checkout_request_id = fields.get("checkout_request_id")
+        if checkout_request_id and not payment.checkout_request_id:
+            # The status sweeper gave up on this push while it was in flight: keep the id so the callback
+            # still finds the attempt (a success then goes to review as a late payment).
+            payment.checkout_request_id = checkout_request_id
+            payment.merchant_request_id = fields.get("merchant_request_id", "")
+            payment.save(update_fields=["checkout_request_id", "merchant_request_id", "updated_at"])
+            payment_event_record(
+                payment=payment, kind=EventKind.NOTE, source=source, actor=actor, message=message, data=data
+            )
         return payment
     _transition(
         payment, to_status, kind=kind, source=source, actor=actor, message=message, data=data, **fields
@@ -378,6 +388,17 @@ def payment_apply_result(
         if result.is_success:
             if payment.receipt_pending and result.receipt_number:
                 _fill_receipt(payment, result, record)
+            elif (
+                result.receipt_number
+                and (payment.mpesa_receipt_number or result.receipt_number) != result.receipt_number
+            ):
+                # Another receipt for the same CheckoutRequestID: never overwrite, keep it as evidence.
+                payment_event_record(
+                    kind=EventKind.DISAGREEMENT,
+                    message=f"Success with receipt {result.receipt_number}; the payment keeps "
+                    f"{payment.mpesa_receipt_number}.",
+                    **record,
+                )
             else:
                 payment_event_record(kind=EventKind.DUPLICATE_RESULT, message="Repeat of a success", **record)
         else:
@@ -572,7 +593,9 @@ def callback_inbox_store(
 ) -> CallbackInbox:
     import hashlib
 
+    # NUL is replaced: PostgreSQL text columns refuse it, and a refused insert would lose the request.
     text = body[: settings.MPESA_CALLBACK_MAX_BYTES].decode("utf-8", errors="replace")
+    text = text.replace("\x00", "\ufffd")
     return CallbackInbox.objects.create(
         kind=kind,
         status=status,

@@ -13,7 +13,7 @@ from django.db import DatabaseError
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from payments import services
+from payments import refunds, services
 from payments.callback_urls import token_matches
 from payments.models import InboxKind, InboxStatus
 
@@ -33,8 +33,16 @@ def client_ip(request: HttpRequest) -> str | None:
         forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
         hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
         if hops:
-            return hops[-1]
-    return request.META.get("REMOTE_ADDR")
+            return _ip_or_none(hops[-1])
+    return _ip_or_none(request.META.get("REMOTE_ADDR"))
+
+
+def _ip_or_none(value: str | None) -> str | None:
+    # Proxies may write "unknown" or "ip:port"; source_ip is an inet column on PostgreSQL, which refuses them.
+    try:
+        return str(ipaddress.ip_address(value or ""))
+    except ValueError:
+        return None
 
 
 def ip_allowed(ip: str | None) -> bool:
@@ -158,3 +166,19 @@ def stk_callback_legacy(request: HttpRequest) -> JsonResponse:
     if not settings.MPESA_LEGACY_CALLBACK_ENABLED:
         return _refuse(404, "Not found")
     return receive(request, kind=InboxKind.STK_CALLBACK_LEGACY, token=None, process=_process_stk)
+
+
+def _process_async(inbox_id: int):
+    return refunds.async_inbox_process(inbox_id=inbox_id)
+
+
+@csrf_exempt
+def daraja_result(request: HttpRequest, token: str) -> JsonResponse:
+    """ResultURL of Reversal, B2C and Transaction Status."""
+    return receive(request, kind=InboxKind.RESULT, token=token, process=_process_async)
+
+
+@csrf_exempt
+def daraja_queue_timeout(request: HttpRequest, token: str) -> JsonResponse:
+    """QueueTimeOutURL: the request waited too long in Daraja's queue; its outcome is unknown, not failed."""
+    return receive(request, kind=InboxKind.QUEUE_TIMEOUT, token=token, process=_process_async)

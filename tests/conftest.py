@@ -32,7 +32,9 @@ def pytest_collection_modifyitems(config, items):
     chromium = shutil.which("chromium")
     for item in items:
         if "browser" in item.keywords and not chromium:
-            item.add_marker(pytest.mark.skip(reason="Debian's chromium is not installed (scripts/ensure-chromium)"))
+            item.add_marker(
+                pytest.mark.skip(reason="Debian's chromium is not installed (scripts/ensure-chromium)")
+            )
 
 
 @pytest.fixture(autouse=True)
@@ -43,9 +45,7 @@ def _skip_postgres_only(request):
 
 @pytest.fixture
 def products(db):
-    return [
-        Product.objects.create(sku=sku, name=name, price=price) for sku, name, price in DEMO_PRODUCTS
-    ]
+    return [Product.objects.create(sku=sku, name=name, price=price) for sku, name, price in DEMO_PRODUCTS]
 
 
 class ApiClient(Client):
@@ -57,7 +57,9 @@ class ApiClient(Client):
         super().__init__(**defaults)
 
     def post_json(self, path: str, data=None, **extra):
-        return self.post(path, data=data if data is not None else {}, content_type="application/json", **extra)
+        return self.post(
+            path, data=data if data is not None else {}, content_type="application/json", **extra
+        )
 
 
 @pytest.fixture
@@ -89,7 +91,9 @@ def staff_api_client(db, django_user_model):
     return ApiClient(raw)
 
 
-def order_body(*, phone: str = SUCCESS_PHONE, method: str = "mpesa", product_id: int = 1, quantity: int = 1, price=None):
+def order_body(
+    *, phone: str = SUCCESS_PHONE, method: str = "mpesa", product_id: int = 1, quantity: int = 1, price=None
+):
     item = {"productId": product_id, "quantity": quantity}
     if price is not None:
         item["price"] = price
@@ -181,13 +185,15 @@ def stk_callback(
 class FakeDaraja:
     """Daraja's OAuth, STK push and STK Query answered by `responses`, with every request recorded.
 
-    Queue replies with `push_replies` / `query_replies` ((status, json) pairs or exceptions to raise);
+    Queue replies with `oauth_replies` / `push_replies` / `query_replies` ((status, json) pairs or
+    exceptions to raise);
     when a queue is empty a push is accepted (with the next of `checkout_ids`, or a fresh id) and a
     query answers "being processed".
     """
 
     def __init__(self, mock: responses.RequestsMock):
         self.mock = mock
+        self.oauth_replies: list = []
         self.push_replies: list = []
         self.query_replies: list = []
         self.checkout_ids: list[str] = []
@@ -210,6 +216,8 @@ class FakeDaraja:
         return status, {"Content-Type": "application/json"}, text
 
     def _oauth(self, request):
+        if self.oauth_replies:
+            return self._reply(self.oauth_replies.pop(0))
         token = f"fake-access-token-{len(self.tokens_issued) + 1:04d}"
         self.tokens_issued.append(token)
         return self._reply((200, {"access_token": token, "expires_in": "3599"}))
@@ -235,7 +243,14 @@ class FakeDaraja:
         if self.query_replies:
             return self._reply(self.query_replies.pop(0))
         return self._reply(
-            (500, {"requestId": "ws_CO_1", "errorCode": "500.001.1001", "errorMessage": "The transaction is being processed"})
+            (
+                500,
+                {
+                    "requestId": "ws_CO_1",
+                    "errorCode": "500.001.1001",
+                    "errorMessage": "The transaction is being processed",
+                },
+            )
         )
 
     def answer_query(self, result_code: str, result_desc: str = "") -> None:
@@ -249,7 +264,12 @@ class FakeDaraja:
                     "MerchantRequestID": "22205-34066-1",
                     "CheckoutRequestID": "ws_CO_1",
                     "ResultCode": result_code,
-                    "ResultDesc": result_desc or ("The service request is processed successfully." if result_code == "0" else "Request cancelled by user"),
+                    "ResultDesc": result_desc
+                    or (
+                        "The service request is processed successfully."
+                        if result_code == "0"
+                        else "Request cancelled by user"
+                    ),
                 },
             )
         )
@@ -287,7 +307,9 @@ def place_order(products, api_user):
     """Place an order through the ordering service (the STK push goes to whatever Daraja is configured)."""
     from orders.services import ItemRequest, Shipping, order_place
 
-    def place(*, phone: str = SUCCESS_PHONE, method: str = "mpesa", product=None, quantity: int = 1, owner=None):
+    def place(
+        *, phone: str = SUCCESS_PHONE, method: str = "mpesa", product=None, quantity: int = 1, owner=None
+    ):
         order, payment, _created = order_place(
             owner=owner or api_user,
             items=[ItemRequest(product_id=(product or products[0]).pk, quantity=quantity)],

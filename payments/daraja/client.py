@@ -17,6 +17,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
+from payments.daraja.async_results import AsyncAccepted
 from payments.daraja.errors import (
     DarajaAuthError,
     DarajaBusy,
@@ -26,6 +27,7 @@ from payments.daraja.errors import (
 )
 from payments.daraja.phone import mask_msisdn
 from payments.daraja.results import NAIROBI, StkPushAccepted, StkQueryAnswer, result_code_str
+from payments.daraja.security import security_credential
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +35,9 @@ INVALID_TOKEN_CODES = {"404.001.03", "401.002.01", "400.003.01"}
 BUSY_CODES = {"500.003.02", "500.003.03"}
 STK_PUSH_PATH = "/mpesa/stkpush/v1/processrequest"
 STK_QUERY_PATH = "/mpesa/stkpushquery/v1/query"
+REVERSAL_PATH = "/mpesa/reversal/v1/request"
+B2C_PATH = "/mpesa/b2c/v3/paymentrequest"
+TRANSACTION_STATUS_PATH = "/mpesa/transactionstatus/v1/query"
 OAUTH_PATH = "/oauth/v1/generate"
 TOKEN_REFRESH_MARGIN = 300  # seconds before expiry a cached token stops being used
 MAX_MPESA_AMOUNT = 250_000
@@ -224,6 +229,101 @@ class DarajaClient:
             # "The transaction is being processed": the customer has not answered yet.
             return StkQueryAnswer(pending=True, raw=body if isinstance(body, dict) else {})
         raise _classify_failure(response, body, what="STK Query")
+
+    # --- Reversal, B2C, Transaction Status (asynchronous: the outcome comes to ResultURL) -------------
+    def reversal(
+        self, *, receipt: str, amount: Decimal, remarks: str, result_url: str, timeout_url: str
+    ) -> AsyncAccepted:
+        """Reverse a whole C2B/STK payment, identified by its M-Pesa receipt (daraja.md §6.3)."""
+        payload = {
+            "Initiator": settings.MPESA_INITIATOR_NAME,
+            "SecurityCredential": security_credential(),
+            "CommandID": "TransactionReversal",
+            "TransactionID": receipt,
+            "Amount": str(mpesa_amount(amount)),
+            "ReceiverParty": settings.MPESA_SHORTCODE,
+            # Safaricom's spelling; the correct one is refused as Invalid RecieverIdentifierType.
+            "RecieverIdentifierType": "11",
+            "ResultURL": result_url,
+            "QueueTimeOutURL": timeout_url,
+            "Remarks": _remarks(remarks),
+            "Occasion": "Refund",
+        }
+        logger.info("Reversal of receipt %s for KES %s", receipt, payload["Amount"])
+        return self._async_request(REVERSAL_PATH, payload, what="Reversal")
+
+    def b2c_payment(
+        self,
+        *,
+        originator_conversation_id: str,
+        phone: str,
+        amount: Decimal,
+        remarks: str,
+        result_url: str,
+        timeout_url: str,
+    ) -> AsyncAccepted:
+        """Pay a customer from the B2C shortcode; our OriginatorConversationID makes a repeat a duplicate."""
+        payload = {
+            "OriginatorConversationID": originator_conversation_id,
+            "InitiatorName": settings.MPESA_INITIATOR_NAME,
+            "SecurityCredential": security_credential(),
+            "CommandID": "BusinessPayment",
+            "Amount": mpesa_amount(amount),
+            "PartyA": settings.MPESA_B2C_SHORTCODE,
+            "PartyB": phone,
+            "Remarks": _remarks(remarks),
+            "QueueTimeOutURL": timeout_url,
+            "ResultURL": result_url,
+            "Occassion": "Refund",  # sic: B2C spells it with a double s
+        }
+        logger.info("B2C payment to %s for KES %s", mask_msisdn(phone), payload["Amount"])
+        return self._async_request(B2C_PATH, payload, what="B2C payment")
+
+    def transaction_status(
+        self,
+        *,
+        transaction_id: str = "",
+        original_conversation_id: str = "",
+        result_url: str,
+        timeout_url: str,
+        remarks: str = "Reconciliation",
+    ) -> AsyncAccepted:
+        """Ask what became of a transaction, by receipt or by the OriginatorConversationID of its request."""
+        if not transaction_id and not original_conversation_id:
+            raise ValueError("Transaction Status needs a receipt or an OriginatorConversationID.")
+        payload = {
+            "Initiator": settings.MPESA_INITIATOR_NAME,
+            "SecurityCredential": security_credential(),
+            "CommandID": "TransactionStatusQuery",
+            "PartyA": settings.MPESA_SHORTCODE,
+            "IdentifierType": "4",
+            "ResultURL": result_url,
+            "QueueTimeOutURL": timeout_url,
+            "Remarks": _remarks(remarks),
+            "Occasion": "Reconciliation",
+        }
+        if transaction_id:
+            payload["TransactionID"] = transaction_id
+        if original_conversation_id:
+            payload["OriginalConversationID"] = original_conversation_id
+        return self._async_request(TRANSACTION_STATUS_PATH, payload, what="Transaction Status")
+
+    def _async_request(self, path: str, payload: dict, *, what: str) -> AsyncAccepted:
+        # Connect failures are retried (nothing was sent); anything after the bytes left is not.
+        response, body = self._post(path, payload, connect_retries=2)
+        if response.status_code == 200 and isinstance(body, dict) and str(body.get("ResponseCode")) == "0":
+            return AsyncAccepted(
+                originator_conversation_id=str(body.get("OriginatorConversationID") or "")[:128],
+                conversation_id=str(body.get("ConversationID") or "")[:64],
+                response_description=str(body.get("ResponseDescription") or "")[:300],
+            )
+        raise _classify_failure(response, body, what=what)
+
+
+def _remarks(text: str) -> str:
+    # Remarks: 2-100 characters; special characters make requests fail (daraja.md §2, §6.3).
+    cleaned = "".join(ch for ch in text if ch.isalnum() or ch in " -.,").strip()[:100]
+    return cleaned if len(cleaned) >= 2 else "Refund"
 
 
 def _nothing_was_sent(exc: Exception) -> bool:

@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 
 NAIROBI = ZoneInfo("Africa/Nairobi")
 SUCCESS_CODE = "0"
+MAX_READABLE_AMOUNT = Decimal("1e9")
 
 
 class CallbackFormatError(ValueError):
@@ -40,7 +41,7 @@ def result_code_str(value) -> str:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     text = str(value).strip()
-    if not text or len(text) > 16:
+    if not text or len(text) > 16 or not text.isprintable():
         raise CallbackFormatError("ResultCode is not a result code.")
     return text
 
@@ -52,7 +53,8 @@ def parse_amount(value) -> Decimal | None:
         amount = Decimal(str(value))
     except InvalidOperation:
         return None
-    return amount if amount.is_finite() else None
+    # Bounded so that it fits the 12-digit money columns; anything larger is no M-Pesa amount anyway.
+    return amount if amount.is_finite() and abs(amount) < MAX_READABLE_AMOUNT else None
 
 
 def parse_transaction_date(value) -> dt.datetime | None:
@@ -62,14 +64,15 @@ def parse_transaction_date(value) -> dt.datetime | None:
     text = str(int(value)) if isinstance(value, float) and value.is_integer() else str(value).strip()
     try:
         naive = dt.datetime.strptime(text, "%Y%m%d%H%M%S")
-    except ValueError:
+        return naive.replace(tzinfo=NAIROBI).astimezone(dt.UTC)
+    except (ValueError, OverflowError):  # year 1 in Nairobi is year 0 in UTC
         return None
-    return naive.replace(tzinfo=NAIROBI).astimezone(dt.UTC)
 
 
 def _clean_text(value, limit: int = 512) -> str:
     text = "" if value is None else str(value)
-    return text.replace("\r", " ").replace("\n", " ")[:limit]
+    # NUL too: PostgreSQL text columns refuse it.
+    return text.replace("\r", " ").replace("\n", " ").replace("\x00", "")[:limit]
 
 
 def parse_stk_callback(body) -> StkResult:
@@ -79,7 +82,12 @@ def parse_stk_callback(body) -> StkResult:
     if not isinstance(callback, dict):
         raise CallbackFormatError("Body.stkCallback is missing.")
     checkout_request_id = callback.get("CheckoutRequestID")
-    if not isinstance(checkout_request_id, str) or not checkout_request_id or len(checkout_request_id) > 64:
+    if (
+        not isinstance(checkout_request_id, str)
+        or not checkout_request_id
+        or len(checkout_request_id) > 64
+        or not checkout_request_id.isprintable()
+    ):
         raise CallbackFormatError("CheckoutRequestID is missing.")
     result_code = result_code_str(callback.get("ResultCode"))
 

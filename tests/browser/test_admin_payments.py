@@ -36,7 +36,9 @@ def test_paid_order_shows_receipt_and_history_in_admin(daraja, products, api_cli
 
 def test_staff_ask_mpesa_now_from_the_payment_page(daraja, products, api_client, admin_login):
     # The simulator never sends this number's callback: only a query can settle it.
-    response = api_client.post_json("/api/v1/orders", order_body(phone="254700000404", product_id=products[0].pk))
+    response = api_client.post_json(
+        "/api/v1/orders", order_body(phone="254700000404", product_id=products[0].pk)
+    )
     payment_id = response.json()["payment"]["id"]
     assert response.json()["payment"]["status"] == "initiated"
 

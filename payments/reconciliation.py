@@ -1,0 +1,188 @@
+"""What callbacks miss, the sweepers find: scheduled every minute (payments/schedules.py).
+
+- Attempts still `initiated` are asked with STK Query once `next_query_at` is due (MPESA_FIRST_QUERY_DELAY after
+  the push), with a doubling interval. "Being processed", Spike Arrest and 5xx leave them as they are; a
+  final answer goes through payment_apply_result (source `query`), like a callback. At the deadline
+  (MPESA_PAYMENT_DEADLINE after initiated_at) the attempt is asked once more and, unless that answer is
+  final, it becomes `failed` (expired). A success arriving later still lands in review (late_payment).
+- Attempts stuck in `pending` (the process stopped between committing the attempt and hearing back from the
+  push) have no CheckoutRequestID, so they cannot be queried: after MPESA_PENDING_TIMEOUT they become
+  `failed` (failure class unknown), which keeps the order payable. If the push did reach Daraja after all,
+  its callback cannot be matched and waits in the inbox as unmatched, for staff.
+- Inbox rows a dead worker left `received`, and `failed` or `unmatched` ones, are processed again, at most
+  INBOX_MAX_ATTEMPTS times each.
+"""
+
+import datetime as dt
+import logging
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from payments import services
+from payments.models import (
+    CallbackInbox,
+    EventKind,
+    EventSource,
+    FailureClass,
+    InboxKind,
+    InboxStatus,
+    Payment,
+    PaymentMethod,
+    PaymentStatus,
+)
+from payments.refunds import async_inbox_process
+
+logger = logging.getLogger(__name__)
+
+SWEEP_BATCH = 200
+STK_KINDS = (InboxKind.STK_CALLBACK, InboxKind.STK_CALLBACK_LEGACY)
+
+
+def payment_deadline(payment: Payment) -> dt.datetime:
+    started = payment.initiated_at or payment.created_at
+    return started + dt.timedelta(seconds=settings.MPESA_PAYMENT_DEADLINE)
+
+
+def _next_query_at(*, now: dt.datetime, query_count: int, deadline: dt.datetime) -> dt.datetime:
+    interval = min(
+        settings.MPESA_QUERY_INTERVAL * 2 ** min(query_count, 16), settings.MPESA_QUERY_INTERVAL_MAX
+    )
+    next_at = now + dt.timedelta(seconds=interval)
+    # The last question is asked at the deadline itself, not up to an interval after it.
+    return min(next_at, deadline) if now < deadline else next_at
+
+
+def _claim_query(payment: Payment, now: dt.datetime) -> bool:
+    """Push next_query_at back before asking, so overlapping sweeps (or clusters) ask only once."""
+    next_at = _next_query_at(now=now, query_count=payment.query_count, deadline=payment_deadline(payment))
+    return bool(
+        Payment.objects.filter(
+            pk=payment.pk, status=PaymentStatus.INITIATED, next_query_at=payment.next_query_at
+        ).update(next_query_at=next_at)
+    )
+
+
+def payment_reconcile(*, payment_id: int, now: dt.datetime | None = None) -> Payment:
+    """One sweeper step for an initiated attempt: query it, and expire it once past the deadline."""
+    now = now or timezone.now()
+    payment = Payment.objects.get(pk=payment_id)
+    if payment.status != PaymentStatus.INITIATED or payment.method != PaymentMethod.MPESA:
+        return payment
+    if not _claim_query(payment, now):
+        return Payment.objects.get(pk=payment_id)
+    # A final answer here (success above all) wins over expiry.
+    payment = services.payment_query_status(payment_id=payment_id, source=EventSource.QUERY)
+    if payment.status == PaymentStatus.INITIATED and now >= payment_deadline(payment):
+        payment = payment_expire(payment_id=payment_id, now=now)
+    return payment
+
+
+@transaction.atomic
+def payment_expire(*, payment_id: int, now: dt.datetime | None = None) -> Payment:
+    """No final answer by the deadline: the prompt is gone, the attempt failed and the order stays payable."""
+    now = now or timezone.now()
+    payment = services._locked(payment_id)
+    if payment.status != PaymentStatus.INITIATED or now < payment_deadline(payment):
+        return payment
+    services._transition(
+        payment,
+        PaymentStatus.FAILED,
+        kind=EventKind.EXPIRED,
+        source=EventSource.SYSTEM,
+        message=f"No final answer {settings.MPESA_PAYMENT_DEADLINE} s after the push; "
+        f"{payment.query_count} STK Queries asked.",
+        failure_class=FailureClass.EXPIRED,
+        result_desc="The payment request expired before it was answered.",
+    )
+    return payment
+
+
+@transaction.atomic
+def payment_abandon_push(*, payment_id: int, now: dt.datetime | None = None) -> Payment:
+    """A pending M-Pesa attempt whose push never got an answer recorded (the process stopped mid-push)."""
+    now = now or timezone.now()
+    payment = services._locked(payment_id)
+    cutoff = now - dt.timedelta(seconds=settings.MPESA_PENDING_TIMEOUT)
+    if (
+        payment.status != PaymentStatus.PENDING
+        or payment.method != PaymentMethod.MPESA
+        or payment.created_at > cutoff
+    ):
+        return payment
+    services._transition(
+        payment,
+        PaymentStatus.FAILED,
+        kind=EventKind.PUSH_UNKNOWN,
+        source=EventSource.SYSTEM,
+        message="The STK push never got an answer recorded (the process stopped mid-push). Without a "
+        "CheckoutRequestID it cannot be queried; a callback that still comes waits in the inbox as unmatched.",
+        failure_class=FailureClass.UNKNOWN,
+        result_desc="The payment request could not be confirmed with M-Pesa.",
+    )
+    return payment
+
+
+def payments_sweep(*, now: dt.datetime | None = None) -> dict:
+    """The status sweeper: query due initiated attempts, expire them at the deadline, settle stuck pushes."""
+    now = now or timezone.now()
+    counts = {"queried": 0, "completed": 0, "failed": 0, "expired": 0, "abandoned": 0}
+    due = (
+        Payment.objects.filter(method=PaymentMethod.MPESA, status=PaymentStatus.INITIATED)
+        .filter(Q(next_query_at__lte=now) | Q(next_query_at__isnull=True))
+        .order_by(F("next_query_at").asc(nulls_first=True), "pk")
+        .values_list("pk", flat=True)[:SWEEP_BATCH]
+    )
+    for payment_id in list(due):
+        try:
+            payment = payment_reconcile(payment_id=payment_id, now=now)
+        except Exception:
+            # One bad row must not stop the sweep; the error is in the log and the row is asked again later.
+            logger.exception("Reconciling payment #%s failed", payment_id)
+            continue
+        counts["queried"] += 1
+        if payment.status == PaymentStatus.FAILED and payment.failure_class == FailureClass.EXPIRED:
+            counts["expired"] += 1
+        elif payment.status in (PaymentStatus.COMPLETED, PaymentStatus.NEEDS_REVIEW):
+            counts["completed"] += 1
+        elif payment.status == PaymentStatus.FAILED:
+            counts["failed"] += 1
+    cutoff = now - dt.timedelta(seconds=settings.MPESA_PENDING_TIMEOUT)
+    stuck = Payment.objects.filter(
+        method=PaymentMethod.MPESA, status=PaymentStatus.PENDING, created_at__lte=cutoff
+    ).values_list("pk", flat=True)[:SWEEP_BATCH]
+    for payment_id in list(stuck):
+        payment = payment_abandon_push(payment_id=payment_id, now=now)
+        counts["abandoned"] += payment.status == PaymentStatus.FAILED
+    return counts
+
+
+def inbox_sweep(*, now: dt.datetime | None = None) -> dict:
+    """Process again what a dead worker left behind, and failed or unmatched rows, a bounded number of times."""
+    now = now or timezone.now()
+    cutoff = now - dt.timedelta(seconds=settings.INBOX_RETRY_AFTER)
+    rows = (
+        CallbackInbox.objects.filter(attempts__lt=settings.INBOX_MAX_ATTEMPTS)
+        .filter(
+            Q(status=InboxStatus.RECEIVED, received_at__lte=cutoff)
+            | Q(status=InboxStatus.FAILED)
+            | Q(status=InboxStatus.UNMATCHED, received_at__lte=cutoff)
+        )
+        .order_by("received_at", "pk")
+        .values_list("pk", "kind")[:SWEEP_BATCH]
+    )
+    counts = {"reprocessed": 0, "processed": 0}
+    for inbox_id, kind in list(rows):
+        try:
+            if kind in STK_KINDS:
+                inbox = services.callback_inbox_process(inbox_id=inbox_id)
+            else:
+                inbox = async_inbox_process(inbox_id=inbox_id)
+        except Exception:
+            logger.exception("Reprocessing inbox #%s failed", inbox_id)
+            continue
+        counts["reprocessed"] += 1
+        counts["processed"] += inbox.status == InboxStatus.PROCESSED
+    return counts

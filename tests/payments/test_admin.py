@@ -1,0 +1,159 @@
+import json
+
+import pytest
+from django.urls import reverse
+
+from orders.models import OrderStatus
+from payments.callback_urls import callback_token
+from payments.models import CallbackInbox, EventKind, EventSource, InboxStatus, PaymentEvent, PaymentStatus
+from tests.conftest import stk_callback
+
+
+@pytest.fixture
+def paid(fake_daraja, place_order, client):
+    _order, payment = place_order()
+    path = reverse("payments:stk-callback", kwargs={"token": callback_token()})
+    client.post(path, json.dumps(stk_callback(payment.checkout_request_id)), content_type="application/json")
+    payment.refresh_from_db()
+    assert payment.status == PaymentStatus.COMPLETED
+    return payment
+
+
+def test_changelists_load_for_a_superuser_and_show_masked_phones(admin_client, paid):
+    for name in (
+        "payments_payment",
+        "payments_paymentevent",
+        "payments_callbackinbox",
+        "orders_order",
+        "orders_customer",
+        "orders_product",
+        "backoffice_apitoken",
+    ):
+        response = admin_client.get(reverse(f"admin:{name}_changelist"))
+        assert response.status_code == 200, name
+        assert b"254708374149" not in response.content, name
+    assert b"2547*****149" in admin_client.get(reverse("admin:payments_payment_changelist")).content
+
+
+def test_change_pages_load_for_a_superuser(admin_client, paid):
+    pages = [
+        reverse("admin:payments_payment_change", args=[paid.pk]),
+        reverse("admin:orders_order_change", args=[paid.order_id]),
+        reverse("admin:payments_callbackinbox_change", args=[CallbackInbox.objects.get().pk]),
+        reverse("admin:payments_paymentevent_change", args=[paid.events.last().pk]),
+    ]
+    for url in pages:
+        response = admin_client.get(url)
+        assert response.status_code == 200, url
+    payment_page = admin_client.get(pages[0]).content.decode()
+    assert "NLJ7RT61SV" in payment_page
+    assert "Ask M-Pesa now" in payment_page
+    assert "254708374149" not in payment_page
+
+
+def test_payments_can_be_found_by_receipt_and_full_phone(admin_client, paid):
+    for term in ("NLJ7RT61SV", "254708374149", paid.order.reference):
+        response = admin_client.get(reverse("admin:payments_payment_changelist"), {"q": term})
+        assert response.status_code == 200
+        assert response.context["cl"].result_count == 1, term
+
+
+def test_admin_requires_staff_login(client, paid, django_user_model):
+    django_user_model.objects.create_user("customer", password="pw-123456789")
+    client.login(username="customer", password="pw-123456789")
+
+    response = client.get(reverse("admin:payments_payment_change", args=[paid.pk]))
+
+    assert response.status_code == 302
+    assert "/login/" in response["Location"]
+
+
+def test_ask_mpesa_now_applies_the_stk_query_answer(admin_client, admin_user, fake_daraja, place_order):
+    _order, payment = place_order()
+    fake_daraja.answer_query("0")
+
+    response = admin_client.get(reverse("admin:payments_payment_query_now", args=[payment.pk]), follow=True)
+
+    assert response.status_code == 200
+    assert response.redirect_chain[-1][0] == reverse("admin:payments_payment_change", args=[payment.pk])
+    assert f"Payment #{payment.pk} is Completed." in [str(m) for m in response.context["messages"]]
+    payment.refresh_from_db()
+    assert payment.status == PaymentStatus.COMPLETED
+    assert payment.receipt_pending  # STK Query carries no receipt; the late callback fills it in
+    event = payment.events.get(kind=EventKind.RESULT_APPLIED)
+    assert (event.source, event.actor) == (EventSource.QUERY, admin_user)
+    assert payment.order.status == OrderStatus.CONFIRMED
+
+
+def test_ask_mpesa_now_while_the_customer_has_not_answered_keeps_the_payment_open(
+    admin_client, fake_daraja, place_order
+):
+    _order, payment = place_order()
+
+    response = admin_client.get(reverse("admin:payments_payment_query_now", args=[payment.pk]), follow=True)
+
+    assert response.status_code == 200
+    payment.refresh_from_db()
+    assert payment.status == PaymentStatus.INITIATED
+    assert payment.events.last().kind == EventKind.QUERY_PENDING
+
+
+def test_cash_collected_completes_a_cash_on_delivery_payment(
+    admin_client, admin_user, fake_daraja, place_order
+):
+    _order, payment = place_order(method="cod", phone="")
+
+    response = admin_client.get(
+        reverse("admin:payments_payment_mark_collected", args=[payment.pk]), follow=True
+    )
+
+    assert response.status_code == 200
+    assert "Cash on delivery recorded as collected." in [str(m) for m in response.context["messages"]]
+    payment.refresh_from_db()
+    assert payment.status == PaymentStatus.COMPLETED
+    assert payment.events.last().actor == admin_user
+
+
+def test_cash_collected_on_an_mpesa_payment_is_refused_with_a_message(admin_client, fake_daraja, place_order):
+    _order, payment = place_order()
+
+    response = admin_client.get(
+        reverse("admin:payments_payment_mark_collected", args=[payment.pk]), follow=True
+    )
+
+    assert response.status_code == 200
+    assert any("pending delivery" in str(m) for m in response.context["messages"])
+    payment.refresh_from_db()
+    assert payment.status == PaymentStatus.INITIATED
+
+
+def test_quarantined_callback_can_be_processed_again_by_staff(
+    admin_client, client, fake_daraja, place_order, settings
+):
+    _order, payment = place_order()
+    settings.MPESA_CALLBACK_ALLOWED_IPS = ["196.201.214.200"]
+    path = reverse("payments:stk-callback", kwargs={"token": callback_token()})
+    body = json.dumps(stk_callback(payment.checkout_request_id))
+    assert (
+        client.post(path, body, content_type="application/json", REMOTE_ADDR="198.51.100.7").status_code
+        == 403
+    )
+    inbox = CallbackInbox.objects.get()
+
+    admin_client.get(reverse("admin:payments_callbackinbox_reprocess", args=[inbox.pk]))
+
+    inbox.refresh_from_db()
+    assert inbox.status == InboxStatus.PROCESSED
+    payment.refresh_from_db()
+    assert payment.status == PaymentStatus.COMPLETED
+
+
+def test_history_cannot_be_edited_or_deleted_in_the_admin(admin_client, paid):
+    event = paid.events.last()
+
+    response = admin_client.post(
+        reverse("admin:payments_paymentevent_delete", args=[event.pk]), {"post": "yes"}
+    )
+
+    assert response.status_code == 403
+    assert PaymentEvent.objects.filter(pk=event.pk).exists()

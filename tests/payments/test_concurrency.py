@@ -1,0 +1,104 @@
+"""Races settled by the database: real threads, real transactions, PostgreSQL row locks."""
+
+import json
+import threading
+
+import pytest
+from django.db import connection
+from django.urls import reverse
+
+from orders.models import Order, OrderStatus
+from payments.callback_urls import callback_token
+from payments.models import CallbackInbox, EventKind, InboxStatus, Payment, PaymentStatus
+from tests.conftest import ApiClient, order_body, stk_callback
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+THREADS = 8
+
+
+def at_once(work, count: int = THREADS) -> list:
+    """Run `work()` in `count` threads released together; return what each returned (or raised)."""
+    barrier = threading.Barrier(count)
+    results: list = [None] * count
+
+    def run(index: int) -> None:
+        try:
+            barrier.wait(timeout=10)
+            results[index] = work()
+        except Exception as exc:  # reported to the test, not lost in the thread
+            results[index] = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads)
+    return results
+
+
+def test_identical_callbacks_at_the_same_moment_apply_exactly_once(fake_daraja, place_order):
+    order, payment = place_order()
+    path = reverse("payments:stk-callback", kwargs={"token": callback_token()})
+    body = json.dumps(stk_callback(payment.checkout_request_id))
+
+    def deliver():
+        from django.test import Client
+
+        return Client().post(path, body, content_type="application/json").status_code
+
+    statuses = at_once(deliver)
+
+    assert statuses == [200] * THREADS
+    payment.refresh_from_db()
+    assert payment.status == PaymentStatus.COMPLETED
+    assert payment.events.filter(kind=EventKind.RESULT_APPLIED).count() == 1
+    assert payment.events.filter(kind=EventKind.DUPLICATE_RESULT).count() == THREADS - 1
+    assert CallbackInbox.objects.filter(status=InboxStatus.PROCESSED).count() == THREADS
+    order.refresh_from_db()
+    assert order.status == OrderStatus.CONFIRMED
+
+
+def test_concurrent_retry_clicks_start_exactly_one_new_attempt(fake_daraja, api_client, products):
+    placed = api_client.post_json("/api/v1/orders", order_body(product_id=products[0].pk)).json()["payment"]
+    path = reverse("payments:stk-callback", kwargs={"token": callback_token()})
+    from django.test import Client
+
+    Client().post(
+        path,
+        json.dumps(stk_callback(placed["checkoutRequestId"], result_code=1032)),
+        content_type="application/json",
+    )
+    token = api_client.defaults["HTTP_AUTHORIZATION"].removeprefix("Bearer ")
+
+    def click():
+        return ApiClient(token).post_json(f"/api/v1/payments/{placed['id']}/retry", {"phone": "0712345678"})
+
+    responses = at_once(click)
+
+    codes = sorted(r.status_code for r in responses)
+    assert codes == [201] + [409] * (THREADS - 1), codes
+    assert {r.json()["error"]["code"] for r in responses if r.status_code == 409} <= {
+        "attempt_in_progress",
+        "retry_too_soon",
+    }
+    assert Payment.objects.filter(order_id=placed["orderId"]).count() == 2
+    assert len(fake_daraja.pushes) == 2
+
+
+def test_concurrent_orders_with_one_idempotency_key_create_one_order(fake_daraja, api_client, products):
+    token = api_client.defaults["HTTP_AUTHORIZATION"].removeprefix("Bearer ")
+    body = order_body(product_id=products[0].pk)
+
+    def submit():
+        return ApiClient(token).post_json("/api/v1/orders", body, HTTP_IDEMPOTENCY_KEY="double-submit-1")
+
+    responses = at_once(submit, count=4)
+
+    assert all(r.status_code in (200, 201) for r in responses), [r.status_code for r in responses]
+    assert len({r.json()["order"]["id"] for r in responses}) == 1
+    assert Order.objects.count() == 1
+    assert len(fake_daraja.pushes) == 1
