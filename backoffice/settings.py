@@ -158,7 +158,11 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # django-q2 logs every scheduled run at INFO; the sweepers run every minute.
+        "django-q": {"level": env.str("Q_LOG_LEVEL", default="WARNING")},
+    },
 }
 
 # --- M-Pesa Daraja -------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from payments.models import (
     InboxStatus,
     Payment,
     PaymentEvent,
+    PaymentMethod,
     PaymentStatus,
     Refund,
     RefundEvent,
@@ -40,6 +41,10 @@ INBOX_COLOURS = {
     InboxStatus.REJECTED: "danger",
     InboxStatus.FAILED: "danger",
 }
+
+
+# Pages whose fields are all read-only: no Save buttons (changes go through the actions).
+READ_ONLY_FORM = {"show_save": False, "show_save_and_continue": False, "show_save_and_add_another": False}
 
 
 class ReadOnlyAdminMixin:
@@ -146,6 +151,25 @@ class PaymentAdmin(ModelAdmin):
         # Status and money only change through the services (actions below), never by editing fields.
         return [f for fieldset in self.fieldsets for f in fieldset[1]["fields"]]
 
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        extra_context = {**(extra_context or {}), **READ_ONLY_FORM}
+        return super().changeform_view(request, object_id, form_url, extra_context)
+
+    @staticmethod
+    def _payment_is(object_id, **lookups) -> bool:
+        # Detail actions are offered only where they can apply.
+        return object_id is None or Payment.objects.filter(pk=object_id, **lookups).exists()
+
+    def has_query_permission(self, request, object_id=None):
+        return self.has_change_permission(request) and self._payment_is(
+            object_id, method=PaymentMethod.MPESA, checkout_request_id__isnull=False
+        )
+
+    def has_collect_permission(self, request, object_id=None):
+        return self.has_change_permission(request) and self._payment_is(
+            object_id, status=PaymentStatus.PENDING_DELIVERY
+        )
+
     @display(description="Status", ordering="status", label=STATUS_COLOURS)
     def show_status(self, obj):
         return obj.status, obj.get_status_display()
@@ -159,7 +183,7 @@ class PaymentAdmin(ModelAdmin):
     def masked_phone(self, obj):
         return obj.masked_phone
 
-    @action(description="Ask M-Pesa now", icon="sync", permissions=["change"])
+    @action(description="Ask M-Pesa now", icon="sync", permissions=["query"])
     def query_now(self, request, object_id):
         payment = services.payment_query_status(
             payment_id=int(object_id), source=EventSource.QUERY, actor=request.user
@@ -168,7 +192,9 @@ class PaymentAdmin(ModelAdmin):
         return redirect(reverse("admin:payments_payment_change", args=[object_id]))
 
     def has_request_refund_permission(self, request, object_id=None):
-        return request.user.has_perm("payments.add_refund")
+        return request.user.has_perm("payments.add_refund") and self._payment_is(
+            object_id, status__in=[PaymentStatus.COMPLETED, PaymentStatus.PARTIALLY_REFUNDED]
+        )
 
     @action(
         description="Refund",
@@ -210,7 +236,7 @@ class PaymentAdmin(ModelAdmin):
         url = reverse("admin:payments_refund_change", args=[refund.pk])
         return HttpResponse(headers={"HX-Redirect": url})
 
-    @action(description="Cash collected", icon="payments", permissions=["change"])
+    @action(description="Cash collected", icon="payments", permissions=["collect"])
     def mark_collected(self, request, object_id):
         try:
             services.payment_mark_collected(payment_id=int(object_id), actor=request.user)
@@ -369,13 +395,30 @@ class RefundAdmin(ModelAdmin):
         url = reverse("admin:payments_payment_change", args=[obj.payment_id])
         return format_html('<a href="{}">#{} ({})</a>', url, obj.payment_id, obj.original_receipt or "-")
 
+    @staticmethod
+    def _refund_is(object_id, *statuses) -> bool:
+        # Detail actions are offered only where they can apply; without an object (lists) they stay.
+        return object_id is None or Refund.objects.filter(pk=object_id, status__in=statuses).exists()
+
     def has_approve_refund_permission(self, request, object_id=None):
-        return request.user.has_perm("payments.approve_refund")
+        return request.user.has_perm("payments.approve_refund") and self._refund_is(
+            object_id, RefundStatus.REQUESTED
+        )
 
     def has_reject_refund_permission(self, request, object_id=None):
-        return request.user.has_perm("payments.approve_refund") or request.user.has_perm(
+        allowed = request.user.has_perm("payments.approve_refund") or request.user.has_perm(
             "payments.add_refund"
         )
+        return allowed and self._refund_is(object_id, RefundStatus.REQUESTED)
+
+    def has_settle_unknown_permission(self, request, object_id=None):
+        return request.user.has_perm("payments.approve_refund") and self._refund_is(
+            object_id, RefundStatus.UNKNOWN
+        )
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        extra_context = {**(extra_context or {}), **READ_ONLY_FORM}
+        return super().changeform_view(request, object_id, form_url, extra_context)
 
     def _back(self, object_id):
         return redirect(reverse("admin:payments_refund_change", args=[object_id]))
@@ -410,7 +453,7 @@ class RefundAdmin(ModelAdmin):
             messages.error(request, exc.message)
         return self._dialog_done(object_id)
 
-    @action(description="Ask M-Pesa (Transaction Status)", icon="sync", permissions=["approve_refund"])
+    @action(description="Ask M-Pesa (Transaction Status)", icon="sync", permissions=["settle_unknown"])
     def check_status(self, request, object_id):
         refund = Refund.objects.get(pk=object_id)
         if refund.status != RefundStatus.UNKNOWN:
@@ -420,7 +463,7 @@ class RefundAdmin(ModelAdmin):
             messages.info(request, "Transaction Status asked; the answer arrives in a few seconds.")
         return self._back(object_id)
 
-    @action(description="Send reversal again", icon="replay", permissions=["approve_refund"])
+    @action(description="Send reversal again", icon="replay", permissions=["settle_unknown"])
     def resend_reversal(self, request, object_id):
         try:
             refund = refunds.refund_resend_reversal(refund_id=int(object_id), actor=request.user)
@@ -434,7 +477,7 @@ class RefundAdmin(ModelAdmin):
     @action(
         description="Resolve by hand",
         icon="gavel",
-        permissions=["approve_refund"],
+        permissions=["settle_unknown"],
         dialog={
             "title": "Resolve an unknown refund",
             "description": "Check the M-Pesa org portal statement first.",

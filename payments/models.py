@@ -108,7 +108,7 @@ class Payment(models.Model):
         permissions = [("review_payment", "Can resolve payments that need review")]
 
     def __str__(self) -> str:
-        return f"Payment #{self.pk} {self.method} {self.amount} {self.status}"
+        return f"Payment #{self.pk} · {self.get_method_display()} KES {self.amount} · {self.get_status_display()}"
 
     @property
     def is_open(self) -> bool:

@@ -114,17 +114,26 @@ def test_cash_collected_completes_a_cash_on_delivery_payment(
     assert payment.events.last().actor == admin_user
 
 
-def test_cash_collected_on_an_mpesa_payment_is_refused_with_a_message(admin_client, fake_daraja, place_order):
+def test_cash_collected_is_neither_offered_nor_accepted_on_an_mpesa_payment(
+    admin_client, fake_daraja, place_order
+):
     _order, payment = place_order()
+    action_url = reverse("admin:payments_payment_mark_collected", args=[payment.pk])
 
-    response = admin_client.get(
-        reverse("admin:payments_payment_mark_collected", args=[payment.pk]), follow=True
-    )
-
-    assert response.status_code == 200
-    assert any("pending delivery" in str(m) for m in response.context["messages"])
+    page = admin_client.get(reverse("admin:payments_payment_change", args=[payment.pk]))
+    assert action_url not in page.content.decode()
+    assert admin_client.get(action_url).status_code == 403
     payment.refresh_from_db()
     assert payment.status == PaymentStatus.INITIATED
+
+
+def test_payment_page_offers_no_save_button(admin_client, fake_daraja, place_order):
+    _order, payment = place_order()
+
+    page = admin_client.get(reverse("admin:payments_payment_change", args=[payment.pk])).content.decode()
+
+    assert 'name="_continue"' not in page
+    assert 'name="_save"' not in page
 
 
 def test_quarantined_callback_can_be_processed_again_by_staff(
