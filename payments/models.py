@@ -161,11 +161,9 @@ class AppendOnlyError(Exception):
     pass
 
 
-class PaymentEvent(models.Model):
-    """Append-only history of what happened to a payment and why."""
+class AppendOnlyEvent(models.Model):
+    """What happened, who or what said so (source, actor) and the evidence (data, inbox). Never edited."""
 
-    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="events")
-    kind = models.CharField(max_length=32, choices=EventKind.choices)
     source = models.CharField(max_length=16, choices=EventSource.choices)
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -175,11 +173,12 @@ class PaymentEvent(models.Model):
     message = models.CharField(max_length=512, blank=True)
     data = models.JSONField(default=dict, blank=True)
     inbox = models.ForeignKey(
-        "CallbackInbox", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        "payments.CallbackInbox", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
+        abstract = True
         ordering = ["created_at", "id"]
 
     def __str__(self) -> str:
@@ -187,11 +186,21 @@ class PaymentEvent(models.Model):
 
     def save(self, *args, **kwargs):
         if self.pk is not None:
-            raise AppendOnlyError("Payment events are append-only.")
+            raise AppendOnlyError(f"{self._meta.verbose_name_plural.capitalize()} are append-only.")
         super().save(*args, **kwargs)
 
     def delete(self, *args, **kwargs):
-        raise AppendOnlyError("Payment events are append-only.")
+        raise AppendOnlyError(f"{self._meta.verbose_name_plural.capitalize()} are append-only.")
+
+
+class PaymentEvent(AppendOnlyEvent):
+    """Append-only history of what happened to a payment and why."""
+
+    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="events")
+    kind = models.CharField(max_length=32, choices=EventKind.choices)
+
+    class Meta(AppendOnlyEvent.Meta):
+        pass
 
 
 class InboxKind(models.TextChoices):
@@ -358,34 +367,11 @@ class RefundEventKind(models.TextChoices):
     NOTE = "note", "Note"
 
 
-class RefundEvent(models.Model):
+class RefundEvent(AppendOnlyEvent):
     """Append-only history of a refund: every transition and every answer from Daraja."""
 
     refund = models.ForeignKey(Refund, on_delete=models.PROTECT, related_name="events")
     kind = models.CharField(max_length=32, choices=RefundEventKind.choices)
-    source = models.CharField(max_length=16, choices=EventSource.choices)
-    actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    from_status = models.CharField(max_length=16, blank=True)
-    to_status = models.CharField(max_length=16, blank=True)
-    message = models.CharField(max_length=512, blank=True)
-    data = models.JSONField(default=dict, blank=True)
-    inbox = models.ForeignKey(
-        CallbackInbox, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
-    class Meta:
-        ordering = ["created_at", "id"]
-
-    def __str__(self) -> str:
-        return f"{self.get_kind_display()} ({self.source})"
-
-    def save(self, *args, **kwargs):
-        if self.pk is not None:
-            raise AppendOnlyError("Refund events are append-only.")
-        super().save(*args, **kwargs)
-
-    def delete(self, *args, **kwargs):
-        raise AppendOnlyError("Refund events are append-only.")
+    class Meta(AppendOnlyEvent.Meta):
+        pass
