@@ -217,13 +217,17 @@ class DarajaClient:
             "CheckoutRequestID": checkout_request_id,
         }
         response, body = self._post(STK_QUERY_PATH, payload, connect_retries=1)
-        if isinstance(body, dict) and "ResultCode" in body and response.status_code == 200:
-            return StkQueryAnswer(
-                pending=False,
-                result_code=result_code_str(body["ResultCode"]),
-                result_desc=str(body.get("ResultDesc", ""))[:512],
-                raw=body,
-            )
+        if response.status_code == 200 and isinstance(body, dict):
+            if "ResultCode" in body and not _still_processing(body):
+                return StkQueryAnswer(
+                    pending=False,
+                    result_code=result_code_str(body["ResultCode"]),
+                    result_desc=str(body.get("ResultDesc", ""))[:512],
+                    raw=body,
+                )
+            if str(body.get("ResponseCode", "0")) == "0":
+                # Accepted, but no final ResultCode yet.
+                return StkQueryAnswer(pending=True, raw=body)
         code, message = _error_of(body, response)
         if code == "500.001.1001" and "process" in message.lower():
             # "The transaction is being processed": the customer has not answered yet.
@@ -324,6 +328,17 @@ def _remarks(text: str) -> str:
     # Remarks: 2-100 characters; special characters make requests fail (daraja.md §2, §6.3).
     cleaned = "".join(ch for ch in text if ch.isalnum() or ch in " -.,").strip()[:100]
     return cleaned if len(cleaned) >= 2 else "Refund"
+
+
+def _still_processing(body: dict) -> bool:
+    """A 200 answer that only says the customer has not answered yet.
+
+    daraja.md documents the 500.001.1001 envelope for this; some Daraja deployments have been reported to
+    answer 200 with ResultCode 4999 "The transaction is still under processing" instead (not confirmed
+    against Safaricom's text), so both mean "ask again later", never "failed".
+    """
+    desc = str(body.get("ResultDesc", "")).lower()
+    return str(body.get("ResultCode")) == "4999" or "under processing" in desc or "being processed" in desc
 
 
 def _nothing_was_sent(exc: Exception) -> bool:

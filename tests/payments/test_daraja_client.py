@@ -253,6 +253,23 @@ def test_query_result_code_is_kept_as_text(fake_daraja, code, expected):
     assert answer.result_code == expected
 
 
+@pytest.mark.parametrize(
+    "reply",
+    [
+        {
+            "ResponseCode": "0",
+            "ResultCode": "4999",
+            "ResultDesc": "The transaction is still under processing",
+        },
+        {"ResponseCode": "0", "ResponseDescription": "The service request has been accepted successfully"},
+    ],
+)
+def test_query_answered_200_without_a_final_result_is_pending(fake_daraja, reply):
+    fake_daraja.query_replies.append((200, reply))
+
+    assert DarajaClient().stk_query(checkout_request_id="ws_CO_1").pending
+
+
 # --- what the customer and staff see when the push goes wrong (through the API) -------------------
 @pytest.mark.parametrize(
     ("reply", "status", "failure_class", "review_reason", "result_code"),
