@@ -237,14 +237,15 @@ def order_cancel_unpaid(*, now: dt.datetime | None = None, limit: int = 500) -> 
 @transaction.atomic
 def order_cancel_if_unpaid(*, order_id: int, now: dt.datetime | None = None) -> bool:
     now = now or timezone.now()
+    # Attempts first, then the order: the same lock order as a callback (payment, then its order) and a
+    # retry, so none of them can deadlock with this. A racing retry either commits first (and we see it in
+    # flight) or finds the order cancelled once it gets the locks.
+    statuses = set(
+        Payment.objects.select_for_update().filter(order_id=order_id).values_list("status", flat=True)
+    )
     order = Order.objects.select_for_update().get(pk=order_id)
     if order.status != OrderStatus.PENDING or order.payment_due_at is None or order.payment_due_at > now:
         return False
-    # Lock the attempts too: a retry racing us either commits first (and we see it in flight) or finds the
-    # order cancelled once it gets the locks.
-    statuses = set(
-        Payment.objects.select_for_update().filter(order_id=order.pk).values_list("status", flat=True)
-    )
     if statuses & set(PAYMENT_WINDOW_BLOCKERS):
         return False
     order.status = OrderStatus.CANCELLED

@@ -154,7 +154,11 @@ def payments_sweep(*, now: dt.datetime | None = None) -> dict:
         method=PaymentMethod.MPESA, status=PaymentStatus.PENDING, created_at__lte=cutoff
     ).values_list("pk", flat=True)[:SWEEP_BATCH]
     for payment_id in list(stuck):
-        payment = payment_abandon_push(payment_id=payment_id, now=now)
+        try:
+            payment = payment_abandon_push(payment_id=payment_id, now=now)
+        except Exception:
+            logger.exception("Settling stuck payment #%s failed", payment_id)
+            continue
         counts["abandoned"] += payment.status == PaymentStatus.FAILED
     return counts
 

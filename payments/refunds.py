@@ -197,8 +197,9 @@ def refund_request(
 ) -> Refund:
     """Ask for money back. `amount=None` means everything not yet refunded.
 
-    At or below REFUND_APPROVAL_THRESHOLD the requester's permission is enough and the refund is sent at once
-    (after commit, by a task); above it a second person with payments.approve_refund must approve it.
+    While the payment's refunds, this one included, stay at or below REFUND_APPROVAL_THRESHOLD the
+    requester's permission is enough and the refund is sent at once (after commit, by a task); above it a
+    second person with payments.approve_refund must approve it.
     """
     if actor is None or not actor.has_perm("payments.add_refund"):
         raise RefundPermissionDenied("You are not allowed to request refunds.")
@@ -308,14 +309,16 @@ def _refund_create(*, payment_id: int, amount, reason: str, actor, internal_note
         message=f"Refund #{refund.pk} of KES {amount} requested",
         data={"refund": refund.pk},
     )
-    if amount <= settings.REFUND_APPROVAL_THRESHOLD:
+    # The threshold counts everything refunded on this payment, so splitting a refund cannot dodge approval.
+    if payment.refunded_amount + amount <= settings.REFUND_APPROVAL_THRESHOLD:
         _refund_transition(
             refund,
             R.APPROVED,
             kind=K.APPROVED,
             source=source,
             actor=actor,
-            message=f"Approved automatically: at or below the approval threshold (KES {settings.REFUND_APPROVAL_THRESHOLD}).",
+            message="Approved automatically: refunds on this payment stay at or below the approval "
+            f"threshold (KES {settings.REFUND_APPROVAL_THRESHOLD}).",
             approved_by=actor,
         )
         _submit_after_commit(refund.pk)
@@ -731,7 +734,7 @@ def refund_apply_result(
                 if code == ALREADY_REVERSED
                 else f"Refunded, M-Pesa receipt {receipt}"
             )
-            _refund_succeed(
+            if not _refund_succeed(
                 payment,
                 refund,
                 source=source,
@@ -742,7 +745,10 @@ def refund_apply_result(
                 result_code=code,
                 result_desc=result.result_desc,
                 **fields,
-            )
+            ):
+                # Another refund of this payment already succeeded meanwhile (e.g. a late success of one
+                # staff had settled as failed): money may have gone out twice. Never drop it silently.
+                _disagree(payment, refund, record, _overflow_message(payment, refund, receipt or code))
         else:
             logger.warning("Refund #%s failed with ResultCode %s", refund.pk, code)
             _refund_transition(
@@ -794,6 +800,13 @@ def _disagree(payment: Payment, refund: Refund, record: dict, message: str) -> N
         inbox=record.get("inbox"),
         message=f"Refund #{refund.pk}: {message}",
         data={"refund": refund.pk},
+    )
+
+
+def _overflow_message(payment: Payment, refund: Refund, evidence: str) -> str:
+    return (
+        f"Success ({evidence}) for KES {refund.amount}, but KES {payment.refunded_amount} of KES "
+        f"{payment.amount} is already refunded: the payout may have been made twice; check the M-Pesa statement"
     )
 
 
@@ -1008,7 +1021,7 @@ def refund_apply_status_result(
             refund=refund, kind=K.STATUS_RESULT, source=source, inbox=inbox, data=data, message=message
         )
     elif verdict == "succeeded":
-        _refund_succeed(
+        if not _refund_succeed(
             payment,
             refund,
             source=source,
@@ -1018,7 +1031,9 @@ def refund_apply_status_result(
             transaction_id=receipt or refund.transaction_id,
             result_code="0",
             result_desc=result.result_desc,
-        )
+        ):
+            record = dict(refund=refund, source=source, inbox=inbox, data=data)
+            _disagree(payment, refund, record, _overflow_message(payment, refund, receipt or "completed"))
     else:
         _refund_transition(
             refund,

@@ -293,7 +293,9 @@ def _retry_attempt_create(*, payment_id: int, phone: str | None, source: str, ac
         raise PaymentNotRetryable("This order already has a payment that is paid or under review.")
     if any(p.is_open for p in siblings):
         raise AttemptInProgress("A payment attempt for this order is already in progress.")
-    order = failed.order
+    # Lock the order after its attempts (the lock order everywhere), so a cancellation cannot slip in.
+    order_model = Payment._meta.get_field("order").related_model
+    order = order_model.objects.select_for_update().get(pk=failed.order_id)
     if getattr(order, "status", "PENDING") == "CANCELLED":
         raise PaymentNotRetryable("The order is cancelled.")
     phone = phone or failed.phone
@@ -658,7 +660,8 @@ def _legacy_success_confirm(inbox: CallbackInbox, result: StkResult) -> Callback
         CallbackInbox.objects.filter(pk=inbox.pk).update(
             status=InboxStatus.UNMATCHED, error="Unknown CheckoutRequestID."
         )
-    elif payment.status not in (S.PENDING, S.INITIATED):
+    elif payment.is_paid and payment.mpesa_receipt_number == result.receipt_number:
+        # A repeat of what we already know: recorded as a duplicate, nothing to confirm.
         payment_apply_result(
             checkout_request_id=result.checkout_request_id,
             result=result,

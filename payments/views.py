@@ -11,6 +11,7 @@ import logging
 from django.conf import settings
 from django.db import DatabaseError
 from django.http import HttpRequest, JsonResponse
+from django.utils.log import log_response
 from django.views.decorators.csrf import csrf_exempt
 
 from payments import refunds, services
@@ -77,6 +78,19 @@ def _read_capped(request: HttpRequest) -> tuple[bytes, int] | None:
 
 def receive(request: HttpRequest, *, kind: str, token: str | None, process) -> JsonResponse:
     """The shared front door of every Daraja endpoint; `process(inbox_id)` applies a stored body."""
+    response = _receive(request, kind=kind, token=token, process=process)
+    if response.status_code >= 400:
+        # Logged here, with the URL secret masked: Django's own line would be "Bad Request: <full path>"
+        # (and carry the request to error reporters), putting the callback token in the logs.
+        log_response("%s: %s", response.reason_phrase, _masked_path(request, token), response=response)
+    return response
+
+
+def _masked_path(request: HttpRequest, token: str | None) -> str:
+    return request.path.replace(token, "<token>") if token else request.path
+
+
+def _receive(request: HttpRequest, *, kind: str, token: str | None, process) -> JsonResponse:
     if request.method != "POST":
         response = _refuse(405, "Method not allowed")
         response["Allow"] = "POST"
@@ -93,7 +107,7 @@ def receive(request: HttpRequest, *, kind: str, token: str | None, process) -> J
                 body=b"",
                 headers=_headers(request),
                 source_ip=ip,
-                path=request.path,
+                path=_masked_path(request, token),
                 status=InboxStatus.REJECTED,
                 error="Body larger than MPESA_CALLBACK_MAX_BYTES; not stored.",
             )
@@ -105,7 +119,7 @@ def receive(request: HttpRequest, *, kind: str, token: str | None, process) -> J
                 body=body,
                 headers=_headers(request),
                 source_ip=ip,
-                path=request.path,
+                path=_masked_path(request, token),
                 status=InboxStatus.REJECTED,
                 error=f"Unsupported Content-Type {content_type!r}",
             )
@@ -117,7 +131,7 @@ def receive(request: HttpRequest, *, kind: str, token: str | None, process) -> J
                 body=body,
                 headers=_headers(request),
                 source_ip=ip,
-                path=request.path,
+                path=_masked_path(request, token),
                 status=InboxStatus.REJECTED,
                 error="Source IP not in MPESA_CALLBACK_ALLOWED_IPS",
             )
@@ -135,7 +149,7 @@ def receive(request: HttpRequest, *, kind: str, token: str | None, process) -> J
             body=body,
             headers=_headers(request),
             source_ip=ip,
-            path=request.path,
+            path=_masked_path(request, token),
             status=InboxStatus.REJECTED if malformed else InboxStatus.RECEIVED,
             error=malformed,
         )

@@ -150,6 +150,29 @@ def test_malformed_body_is_refused_with_400_and_kept_as_rejected(
     assert reason in inbox.error
 
 
+@pytest.mark.parametrize("route", ["payments:stk-callback", "payments:daraja-result"])
+def test_a_refused_request_never_writes_the_url_secret_to_the_log(client, initiated, settings, caplog, route):
+    # Django logs every 4xx with its path ("Bad Request: /hooks/.../<token>/"); the token is the only
+    # thing standing between the internet and our callbacks (faults.md row 40).
+    path = reverse(route, kwargs={"token": callback_token()})
+    settings.MPESA_CALLBACK_ALLOWED_IPS = ["196.201.214.0/24"]
+    caplog.set_level("INFO")
+
+    statuses = [
+        post(client, path, b"{not json", REMOTE_ADDR=SAFARICOM_IP).status_code,
+        post(client, path, b"{}", content_type="text/plain", REMOTE_ADDR=SAFARICOM_IP).status_code,
+        post(client, path, {"Body": {}}, REMOTE_ADDR="203.0.113.9").status_code,
+        client.get(path).status_code,
+    ]
+
+    assert statuses == [400, 415, 403, 405]
+    assert caplog.records, "the refusals are still logged"
+    assert not [r for r in caplog.records if callback_token() in r.getMessage()]
+    # Nor the inbox, which every staff member with the admin page can read.
+    assert CallbackInbox.objects.count() == 3
+    assert not CallbackInbox.objects.filter(path__contains=callback_token()).exists()
+
+
 def test_nul_bytes_in_a_body_are_refused_as_malformed_not_answered_503(client, callback_path, initiated):
     # PostgreSQL text columns cannot hold NUL: storing the raw body must not turn into a database error.
     before = state_of(initiated)
@@ -420,6 +443,23 @@ def test_forged_legacy_success_contradicted_by_stk_query_does_not_pay(client, in
     assert initiated.mpesa_receipt_number is None
     assert initiated.order.status == OrderStatus.PENDING
     assert initiated.events.filter(kind=EventKind.DISAGREEMENT).exists()
+
+
+def test_forged_legacy_success_on_a_failed_payment_is_checked_and_changes_nothing(
+    client, initiated, fake_daraja
+):
+    fake_daraja.answer_query("1032")
+    post(client, LEGACY_PATH, stk_callback(initiated.checkout_request_id, result_code=1032))
+    initiated.refresh_from_db()
+    assert initiated.status == PaymentStatus.FAILED
+
+    response = post(client, LEGACY_PATH, stk_callback(initiated.checkout_request_id))
+
+    assert response.status_code == 200
+    assert len(fake_daraja.queries) == 1  # the failure needed no confirmation; the success did
+    initiated.refresh_from_db()
+    assert initiated.status == PaymentStatus.FAILED
+    assert initiated.mpesa_receipt_number is None
 
 
 def test_legacy_success_stays_unconfirmed_while_the_customer_has_not_answered(client, initiated, fake_daraja):

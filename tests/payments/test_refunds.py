@@ -34,6 +34,7 @@ from payments.models import (
 from payments.signals import refund_status_changed
 from tests.payments import refunds_support as support
 from tests.payments.refunds_support import (
+    B2C,
     REVERSAL,
     STATUS,
     decrypt_credential,
@@ -481,6 +482,53 @@ def test_partial_refunds_are_b2c_payments_keyed_by_the_refund(
     assert paid.refunded_amount == Decimal("10")
 
 
+def test_a_second_payout_that_no_longer_fits_is_flagged_not_dropped(
+    paid, maker, checker, result_apis, request_refund, client, settings, caplog
+):
+    # Staff settle an unknown B2C as "not paid" too early and refund again; then both payouts turn out real.
+    settings.MPESA_B2C_SHORTCODE = "600992"
+    result_apis.replies[B2C].append(requests.ReadTimeout("read timed out"))
+    first = request_refund(paid, maker, amount=Decimal("6"))
+    refunds.refund_resolve(refund_id=first.pk, actor=checker, succeeded=False, note="Not on the statement")
+    second = request_refund(paid, maker, amount=Decimal("6"))
+    post_result(
+        client,
+        result_envelope(originator=first.idempotency_key, conversation="AG_1", transaction_id="SKB0000001"),
+    )
+    paid.refresh_from_db()
+    assert paid.refunded_amount == Decimal("6")
+
+    post_result(
+        client,
+        result_envelope(originator=second.idempotency_key, conversation="AG_2", transaction_id="SKB0000002"),
+    )
+
+    second.refresh_from_db()
+    paid.refresh_from_db()
+    assert paid.refunded_amount == Decimal("6")  # the database cannot hold more than was paid
+    assert second.events.filter(kind=RefundEventKind.DISAGREEMENT).count() == 1
+    assert "SKB0000002" in second.events.get(kind=RefundEventKind.DISAGREEMENT).message
+    assert paid.events.filter(kind=EventKind.DISAGREEMENT).count() == 1
+    assert any(r.levelname == "ERROR" and f"Refund #{second.pk}" in r.getMessage() for r in caplog.records)
+
+    # Transaction Status saying the same is not dropped either.
+    with later(settings.REFUND_RESULT_TIMEOUT + 1):
+        refunds.refunds_sweep()
+    post_result(
+        client,
+        status_completed(
+            result_apis.acks[STATUS][-1],
+            about_originator=second.idempotency_key,
+            about_conversation="AG_2",
+            receipt="SKB0000002",
+            reason_type="Business Payment to Customer via API",
+            amount=6,
+        ),
+    )
+    assert second.events.filter(kind=RefundEventKind.DISAGREEMENT).count() == 2
+    assert paid.events.filter(kind=EventKind.DISAGREEMENT).count() == 2
+
+
 def test_b2c_crash_is_resolved_by_transaction_status_on_our_own_key(
     paid, maker, result_apis, client, settings, monkeypatch
 ):
@@ -628,6 +676,25 @@ def test_at_the_threshold_the_requester_is_enough(paid, maker, result_apis, requ
     settings.REFUND_APPROVAL_THRESHOLD = 10
 
     assert request_refund(paid, maker).status == RefundStatus.SUBMITTED
+
+
+def test_splitting_a_refund_does_not_dodge_approval(
+    paid, maker, result_apis, request_refund, client, settings
+):
+    settings.MPESA_B2C_SHORTCODE = "600992"
+    settings.REFUND_APPROVAL_THRESHOLD = 5
+    first = request_refund(paid, maker, amount=Decimal("4"))
+    assert first.status == RefundStatus.SUBMITTED
+    post_result(
+        client,
+        result_envelope(originator=first.idempotency_key, conversation="AG_s1", transaction_id="SKB1111111"),
+    )
+
+    second = request_refund(paid, maker, amount=Decimal("4"))
+
+    # 4 already refunded + 4 more is above the threshold of 5: a second person must approve.
+    assert second.status == RefundStatus.REQUESTED
+    assert len(result_apis.b2c_payments) == 1
 
 
 def test_a_rejected_refund_is_never_sent(paid, maker, checker, result_apis, settings):
