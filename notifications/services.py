@@ -463,6 +463,17 @@ EMAIL_FINAL_STATUSES = {
 EMAIL_PROOF_OF_DELIVERY = {"opened", "clicked"}
 
 
+def _report_may_set(current: str, reported: str) -> bool:
+    """Delivered is final: a late or out-of-order report never undoes it. While a message is queued or being
+    (re)sent, a failure report is about an earlier send and must not cancel this one; proof of delivery
+    still counts (it stops a needless resend)."""
+    if current == NS.DELIVERED:
+        return False
+    if current in (NS.QUEUED, NS.SENDING):
+        return reported == NS.DELIVERED
+    return True
+
+
 @transaction.atomic
 def notification_delivery_report_apply(
     *,
@@ -490,7 +501,7 @@ def notification_delivery_report_apply(
     fields: dict = {}
     if provider_status and provider_status != notification.provider_status:
         fields["provider_status"] = provider_status[:64]
-    if new_status and new_status != notification.status:
+    if new_status and new_status != notification.status and _report_may_set(notification.status, new_status):
         fields["status"] = new_status
         if new_status == NS.DELIVERED:
             fields["delivered_at"] = now

@@ -89,6 +89,28 @@ def test_late_intermediate_report_does_not_undo_delivery(client, sent_sms):
     assert sent_sms.status == NS.DELIVERED
 
 
+def test_out_of_order_failure_report_does_not_undo_delivery(client, sent_sms):
+    post_report(client, sent_sms.provider_message_id, "Success")
+    post_report(client, sent_sms.provider_message_id, "Failed", failureReason="DeliveryFailure")
+
+    sent_sms.refresh_from_db()
+    assert sent_sms.status == NS.DELIVERED
+
+
+def test_late_failure_report_of_the_first_send_does_not_cancel_a_resend(client, sent_sms, admin_user):
+    old_message_id = sent_sms.provider_message_id
+    post_report(client, old_message_id, "Failed", failureReason="AbsentSubscriber")
+    services.notification_resend(notification_id=sent_sms.pk, actor=admin_user)
+
+    post_report(client, old_message_id, "Expired")  # about the first send, arriving late
+
+    sent_sms.refresh_from_db()
+    assert sent_sms.status == NS.QUEUED
+    resent = services.notification_send(notification_id=sent_sms.pk)
+    assert resent.status == NS.SENT
+    assert resent.provider_message_id != old_message_id
+
+
 def test_unknown_message_id_is_answered_200_and_logged_with_the_phone_masked(client, caplog):
     caplog.set_level(logging.INFO)
 
