@@ -45,7 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hot", type=int, default=5, help="callbacks that are repeated (default 5)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
     parser.add_argument("--threads", type=int, default=8, help="gunicorn threads per worker (default 8)")
-    parser.add_argument("--max-seconds", type=float, default=20.0, help="cap per phase (default 20)")
+    parser.add_argument("--max-seconds", type=float, default=25.0, help="cap per phase (default 25)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (database, server logs)")
     args = parser.parse_args(argv)
     if not 1 <= args.requests <= 10_000:
