@@ -101,9 +101,14 @@ REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 else:
-    # Shared by every process on the machine (web, cluster): the Daraja OAuth token lives here.
+    # Shared by every process on the machine (web, cluster): the Daraja OAuth token lives here. Django's
+    # default MAX_ENTRIES (300) would cull live entries (token, throttles, simulator state) under load.
     CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "cache_entries"}
+        "default": {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": "cache_entries",
+            "OPTIONS": {"MAX_ENTRIES": env.int("CACHE_MAX_ENTRIES", default=50_000)},
+        }
     }
 
 Q_CLUSTER = {

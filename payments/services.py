@@ -363,6 +363,12 @@ def payment_apply_result(
         payment = Payment.objects.select_for_update().get(checkout_request_id=checkout_request_id)
     except Payment.DoesNotExist as exc:
         raise PaymentNotFound("Unknown CheckoutRequestID.") from exc
+    if inbox is not None:
+        # Two processes may pick up the same stored callback (request and re-match, or a sweeper): the one
+        # that gets the payment lock second sees it processed and leaves it alone.
+        inbox = CallbackInbox.objects.select_for_update().get(pk=inbox.pk)
+        if inbox.status == InboxStatus.PROCESSED:
+            return payment
     summary = {
         "ResultCode": result.result_code,
         "ResultDesc": result.result_desc,
@@ -643,6 +649,10 @@ def callback_inbox_process(*, inbox_id: int) -> CallbackInbox:
         CallbackInbox.objects.filter(pk=inbox.pk).update(
             status=InboxStatus.UNMATCHED, error="No payment has this CheckoutRequestID (yet)."
         )
+        # The attempt may have committed its CheckoutRequestID, and looked for unmatched rows, between our
+        # lookup and this update: look once more, so that one side always sees the other.
+        if Payment.objects.filter(checkout_request_id=result.checkout_request_id).exists():
+            return callback_inbox_process(inbox_id=inbox.pk)
         logger.warning("Callback for unknown CheckoutRequestID kept as unmatched (inbox #%s)", inbox.pk)
     except Exception:
         CallbackInbox.objects.filter(pk=inbox.pk).update(

@@ -511,3 +511,30 @@ def test_hostile_result_desc_is_stored_truncated_and_rendered_escaped_in_the_adm
         html = page.content.decode()
         assert '<script>alert("pwned")' not in html, url
         assert "&lt;script&gt;alert(" in html, url
+
+
+def test_callback_racing_the_commit_of_its_checkout_request_id_is_still_applied(
+    client, callback_path, initiated, monkeypatch
+):
+    from payments import services
+
+    checkout_request_id = initiated.checkout_request_id
+    Payment.objects.filter(pk=initiated.pk).update(checkout_request_id=None)
+    apply_result = services.payment_apply_result
+
+    def push_commits_in_the_gap(**kwargs):
+        try:
+            return apply_result(**kwargs)
+        finally:
+            # The STK push's own transaction commits the id (and finds no unmatched row yet) right after
+            # the callback's lookup missed it.
+            Payment.objects.filter(pk=initiated.pk).update(checkout_request_id=checkout_request_id)
+
+    monkeypatch.setattr(services, "payment_apply_result", push_commits_in_the_gap)
+
+    response = post(client, callback_path, stk_callback(checkout_request_id))
+
+    assert acked(response)
+    initiated.refresh_from_db()
+    assert initiated.status == PaymentStatus.COMPLETED
+    assert CallbackInbox.objects.get().status == InboxStatus.PROCESSED
