@@ -266,6 +266,7 @@ class CallbackInboxAdmin(ReadOnlyAdminMixin, ModelAdmin):
         "payment",
         "source_ip",
         "body_size",
+        "duplicates",
     ]
     list_filter = [("status", ChoicesDropdownFilter), ("kind", ChoicesDropdownFilter)]
     search_fields = ["correlation_id", "body"]

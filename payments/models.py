@@ -242,6 +242,10 @@ class CallbackInbox(models.Model):
     )
     attempts = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
+    duplicates = models.PositiveIntegerField(
+        default=0, help_text="Byte-identical copies received after this one was processed (not stored again)."
+    )
+    last_received_at = models.DateTimeField(null=True, blank=True, help_text="When the last copy arrived.")
 
     class Meta:
         ordering = ["-received_at", "-id"]

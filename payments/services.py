@@ -617,6 +617,41 @@ def callback_inbox_store(
     )
 
 
+@transaction.atomic
+def callback_inbox_collapse_duplicate(*, kind: str, body: bytes) -> CallbackInbox | None:
+    """Count a byte-identical repeat of an already processed STK callback on the original row.
+
+    A duplicate storm must not grow the inbox without bound (faults.md row 39), and the payment's history
+    still shows each repeat as a duplicate_result event (row 1). Returns the original row, or None when
+    the body is new (or its first copy is not processed yet) and must be stored and processed.
+    """
+    import hashlib
+
+    if kind not in (InboxKind.STK_CALLBACK, InboxKind.STK_CALLBACK_LEGACY):
+        return None
+    original = (
+        CallbackInbox.objects.select_for_update()
+        .filter(kind=kind, body_sha256=hashlib.sha256(body).hexdigest(), status=InboxStatus.PROCESSED)
+        .order_by("pk")
+        .first()
+    )
+    if original is None:
+        return None
+    original.duplicates += 1
+    original.last_received_at = timezone.now()
+    original.save(update_fields=["duplicates", "last_received_at"])
+    if original.payment_id is not None:
+        payment = _locked(original.payment_id)
+        payment_event_record(
+            payment=payment,
+            kind=EventKind.DUPLICATE_RESULT,
+            source=EventSource.CALLBACK,
+            inbox=original,
+            message=f"Byte-identical repeat #{original.duplicates} of callback inbox #{original.pk}",
+        )
+    return original
+
+
 def callback_inbox_process(*, inbox_id: int) -> CallbackInbox:
     """Parse and apply one stored STK callback. Safe to run again: a processed row is left alone."""
     import json

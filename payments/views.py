@@ -144,6 +144,9 @@ def _receive(request: HttpRequest, *, kind: str, token: str | None, process) -> 
             malformed = "Body is not JSON"
         if not body.strip():
             malformed = "Empty body"
+        if not malformed and services.callback_inbox_collapse_duplicate(kind=kind, body=body):
+            # A byte-identical repeat of a request already processed: counted on the first row, not stored.
+            return JsonResponse(ACK)
         inbox = services.callback_inbox_store(
             kind=kind,
             body=body,
