@@ -1034,6 +1034,17 @@ def refund_apply_status_result(
         ):
             record = dict(refund=refund, source=source, inbox=inbox, data=data)
             _disagree(payment, refund, record, _overflow_message(payment, refund, receipt or "completed"))
+    elif refund.status != R.UNKNOWN:
+        # Transaction Status is only asked about unknown refunds: a "not paid" answer reaching a refund that
+        # was sent again since is about the earlier request and must not fail the one now in flight.
+        refund_event_record(
+            refund=refund,
+            kind=K.STATUS_RESULT,
+            source=source,
+            inbox=inbox,
+            data=data,
+            message=f"{message} (about an earlier request; the refund was sent again and is {refund.status})",
+        )
     else:
         _refund_transition(
             refund,

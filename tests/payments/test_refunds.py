@@ -593,6 +593,33 @@ def test_status_not_found_fails_the_refund_only_after_the_grace_period(
     assert refund.status == RefundStatus.FAILED
 
 
+def test_a_stale_not_found_answer_does_not_fail_a_reversal_sent_again(
+    paid, maker, checker, result_apis, request_refund, client, settings
+):
+    result_apis.replies[REVERSAL].append(requests.ReadTimeout("read timed out"))
+    refund = request_refund(paid, maker)
+    with later(settings.REFUND_STATUS_INTERVAL + 1):
+        refunds.refunds_sweep()  # Transaction Status asked about the first request
+    refund = refunds.refund_resend_reversal(refund_id=refund.pk, actor=checker)
+    assert refund.status == RefundStatus.SUBMITTED
+
+    ack = result_apis.acks[STATUS][0]
+    with later(settings.REFUND_NOT_FOUND_GRACE + 1):
+        post_result(
+            client,
+            result_envelope(
+                originator=ack["OriginatorConversationID"],
+                conversation=ack["ConversationID"],
+                code="R000002",
+                desc="The OriginalTransactionID is invalid.",
+            ),
+        )
+
+    refund.refresh_from_db()
+    assert refund.status == RefundStatus.SUBMITTED
+    assert refund.events.filter(message__contains="about an earlier request").exists()
+
+
 # --- what may not be refunded ------------------------------------------------------------------------
 def test_refund_of_an_unpaid_payment_is_refused(place_order, fake_daraja, maker, result_apis):
     _order, payment = place_order()
