@@ -240,12 +240,13 @@ def order_cancel_if_unpaid(*, order_id: int, now: dt.datetime | None = None) -> 
     # Attempts first, then the order: the same lock order as a callback (payment, then its order) and a
     # retry, so none of them can deadlock with this. A racing retry either commits first (and we see it in
     # flight) or finds the order cancelled once it gets the locks.
-    statuses = set(
-        Payment.objects.select_for_update().filter(order_id=order_id).values_list("status", flat=True)
-    )
+    list(Payment.objects.select_for_update().filter(order_id=order_id).values_list("pk", flat=True))
     order = Order.objects.select_for_update().get(pk=order_id)
     if order.status != OrderStatus.PENDING or order.payment_due_at is None or order.payment_due_at > now:
         return False
+    # Read the attempts again now that we hold the order: on PostgreSQL the locking statement above only
+    # sees rows committed when it started, not an attempt a retry committed while we waited for it.
+    statuses = set(Payment.objects.filter(order_id=order_id).values_list("status", flat=True))
     if statuses & set(PAYMENT_WINDOW_BLOCKERS):
         return False
     order.status = OrderStatus.CANCELLED

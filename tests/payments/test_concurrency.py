@@ -57,7 +57,10 @@ def test_identical_callbacks_at_the_same_moment_apply_exactly_once(fake_daraja, 
     assert payment.status == PaymentStatus.COMPLETED
     assert payment.events.filter(kind=EventKind.RESULT_APPLIED).count() == 1
     assert payment.events.filter(kind=EventKind.DUPLICATE_RESULT).count() == THREADS - 1
-    assert CallbackInbox.objects.filter(status=InboxStatus.PROCESSED).count() == THREADS
+    # Every copy is accounted for: stored and processed, or counted on the row it repeats.
+    rows = CallbackInbox.objects.all()
+    assert all(row.status == InboxStatus.PROCESSED for row in rows)
+    assert sum(1 + row.duplicates for row in rows) == THREADS
     order.refresh_from_db()
     assert order.status == OrderStatus.CONFIRMED
 
@@ -102,3 +105,59 @@ def test_concurrent_orders_with_one_idempotency_key_create_one_order(fake_daraja
     assert len({r.json()["order"]["id"] for r in responses}) == 1
     assert Order.objects.count() == 1
     assert len(fake_daraja.pushes) == 1
+
+
+def test_retry_racing_the_payment_window_closing_neither_deadlocks_nor_pays_a_cancelled_order(
+    fake_daraja, place_order, settings
+):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from orders.services import order_cancel_if_unpaid
+    from payments import services
+    from payments.exceptions import PaymentNotRetryable
+
+    for _ in range(5):
+        order, payment = place_order(phone="254700000032")
+        Payment.objects.filter(pk=payment.pk).update(
+            status=PaymentStatus.FAILED, created_at=timezone.now() - dt.timedelta(minutes=5)
+        )
+        Payment.objects.filter(pk=payment.pk).update(initiated_at=timezone.now() - dt.timedelta(minutes=5))
+        Order.objects.filter(pk=order.pk).update(payment_due_at=timezone.now() - dt.timedelta(seconds=1))
+
+        def cancel(order_id=order.pk):
+            return order_cancel_if_unpaid(order_id=order_id)
+
+        def retry(payment_id=payment.pk):
+            return services.payment_retry(payment_id=payment_id)
+
+        barrier = threading.Barrier(2)
+        outcomes: dict = {}
+
+        def run(name, work):
+            try:
+                barrier.wait(timeout=10)
+                outcomes[name] = work()
+            except Exception as exc:
+                outcomes[name] = exc
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=run, args=args) for args in (("cancel", cancel), ("retry", retry))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+
+        order.refresh_from_db()
+        retried = outcomes["retry"]
+        assert not isinstance(retried, Exception) or isinstance(retried, PaymentNotRetryable), retried
+        assert not isinstance(outcomes["cancel"], Exception), outcomes["cancel"]
+        if order.status == OrderStatus.CANCELLED:
+            # Cancelled first: the retry found the order cancelled and started nothing.
+            assert isinstance(retried, PaymentNotRetryable)
+            assert order.payments.count() == 1
+        else:
+            # The retry came first: its attempt is in flight, so the window did not cancel the order.
+            assert order.payments.count() == 2
