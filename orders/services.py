@@ -5,6 +5,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -91,6 +93,16 @@ def order_place(
         raise OrderError(
             "validation_error", "Unknown payment method.", fields={"payment.method": "Use mpesa or cod."}
         )
+    email = (email or "").strip()
+    if email:
+        try:
+            validate_email(email)
+        except ValidationError as exc:
+            raise OrderError(
+                "validation_error",
+                "The email address is not valid.",
+                fields={"email": "Not an email address."},
+            ) from exc
     msisdn = ""
     if payment_method == PaymentMethod.MPESA:
         try:

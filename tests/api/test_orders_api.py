@@ -347,3 +347,13 @@ def test_api_docs_and_openapi_schema_load(client, db):
     paths = schema.json()["paths"]
     assert {"/api/v1/orders", "/api/v1/products", "/api/v1/payments/{payment_id}/retry"} <= paths.keys()
     assert "/api/v1/payments/mpesa/{payment_id}/status" in paths
+
+
+def test_an_invalid_email_is_a_clear_400_and_no_order(api_client, products):
+    body = {**order_body(product_id=products[0].pk, method="cod"), "email": "not-an-email"}
+
+    response = api_client.post_json("/api/v1/orders", body)
+
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {"email": "Not an email address."}
+    assert not Order.objects.exists()
