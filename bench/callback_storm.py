@@ -35,33 +35,15 @@ FAKE_DARAJA_URL = "https://daraja.bench.invalid"  # never resolved: `responses` 
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=2000, help="requests per phase (default 2000)")
-    parser.add_argument("--concurrency", type=int, default=16, help="client threads (default 16)")
-    parser.add_argument(
-        "--rate", type=float, default=0.0, help="open loop at this many req/s; 0 = closed loop (default)"
-    )
+    parser = harness.load_parser(__doc__.split("\n\n")[0], requests=2000, requests_max=10_000, concurrency=16)
     parser.add_argument("--duplicate-share", type=float, default=0.9, help="share of repeats (default 0.9)")
     parser.add_argument("--hot", type=int, default=5, help="callbacks that are repeated (default 5)")
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
-    parser.add_argument("--threads", type=int, default=8, help="gunicorn threads per worker (default 8)")
-    parser.add_argument("--max-seconds", type=float, default=25.0, help="cap per phase (default 25)")
-    parser.add_argument("--keep", action="store_true", help="keep the temp dir (database, server logs)")
     args = parser.parse_args(argv)
-    if not 1 <= args.requests <= 10_000:
-        parser.error("--requests must be 1 to 10000")
-    if not 1 <= args.concurrency <= 64:
-        parser.error("--concurrency must be 1 to 64")
-    if not 0 <= args.rate <= 2000:
-        parser.error("--rate must be 0 to 2000")
-    if not (1 <= args.workers <= 8 and 1 <= args.threads <= 32):
-        parser.error("--workers must be 1 to 8 and --threads 1 to 32")
+    harness.check_load_args(parser, args)
     if not 0 <= args.duplicate_share < 1:
         parser.error("--duplicate-share must be in [0, 1)")
     if not 1 <= args.hot <= round(args.requests * args.duplicate_share):
         parser.error("--hot must be at least 1 and at most the number of repeated requests")
-    if not 1 <= args.max_seconds <= 60:
-        parser.error("--max-seconds must be 1 to 60")
     return args
 
 

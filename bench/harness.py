@@ -6,6 +6,7 @@ Nothing here talks to anything but 127.0.0.1, and every wait has a deadline. Imp
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import math
 import os
@@ -323,3 +324,39 @@ def load_settings_line(
         f"load: {requests_count} requests per phase, {concurrency} client threads, {mode}; "
         f"server: gunicorn {workers} workers x {threads} threads, SQLite, loopback; {os.cpu_count()} CPUs"
     )
+
+
+def load_parser(
+    description: str, *, requests: int, requests_max: int, concurrency: int, server: str = "gunicorn"
+) -> argparse.ArgumentParser:
+    """The options every benchmark shares: load size and shape, the server under test, clean-up."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.set_defaults(requests_max=requests_max)
+    parser.add_argument(
+        "--requests", type=int, default=requests, help=f"requests per phase (default {requests})"
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=concurrency, help=f"client threads (default {concurrency})"
+    )
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="open loop at this many req/s; 0 = closed loop (default)"
+    )
+    parser.add_argument("--workers", type=int, default=2, help=f"{server} workers (default 2)")
+    parser.add_argument("--threads", type=int, default=8, help=f"{server} threads per worker (default 8)")
+    parser.add_argument("--max-seconds", type=float, default=25.0, help="cap per phase (default 25)")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (database, server logs)")
+    return parser
+
+
+def check_load_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse load settings outside the bounds that keep a benchmark short and on this machine."""
+    if not 1 <= args.requests <= args.requests_max:
+        parser.error(f"--requests must be 1 to {args.requests_max}")
+    if not 1 <= args.concurrency <= 64:
+        parser.error("--concurrency must be 1 to 64")
+    if not 0 <= args.rate <= 2000:
+        parser.error("--rate must be 0 to 2000")
+    if not (1 <= args.workers <= 8 and 1 <= args.threads <= 32):
+        parser.error("--workers must be 1 to 8 and --threads 1 to 32")
+    if not 1 <= args.max_seconds <= 60:
+        parser.error("--max-seconds must be 1 to 60")

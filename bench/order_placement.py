@@ -30,32 +30,16 @@ CALLBACK_WAIT_MARGIN = 10.0  # seconds allowed after the last callback is due
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=300, help="requests per phase (default 300)")
-    parser.add_argument("--concurrency", type=int, default=8, help="client threads (default 8)")
-    parser.add_argument(
-        "--rate", type=float, default=0.0, help="open loop at this many req/s; 0 = closed loop (default)"
+    parser = harness.load_parser(
+        __doc__.split("\n\n")[0], requests=300, requests_max=5_000, concurrency=8, server="app gunicorn"
     )
     parser.add_argument(
         "--callback-delay", type=float, default=1.0, help="simulator's delay before a callback (default 1 s)"
     )
-    parser.add_argument("--workers", type=int, default=2, help="app gunicorn workers (default 2)")
-    parser.add_argument("--threads", type=int, default=8, help="app gunicorn threads per worker (default 8)")
-    parser.add_argument("--max-seconds", type=float, default=25.0, help="cap per phase (default 25)")
-    parser.add_argument("--keep", action="store_true", help="keep the temp dir (database, server logs)")
     args = parser.parse_args(argv)
-    if not 1 <= args.requests <= 5_000:
-        parser.error("--requests must be 1 to 5000")
-    if not 1 <= args.concurrency <= 64:
-        parser.error("--concurrency must be 1 to 64")
-    if not 0 <= args.rate <= 2000:
-        parser.error("--rate must be 0 to 2000")
-    if not (1 <= args.workers <= 8 and 1 <= args.threads <= 32):
-        parser.error("--workers must be 1 to 8 and --threads 1 to 32")
+    harness.check_load_args(parser, args)
     if not 0 <= args.callback_delay <= 10:
         parser.error("--callback-delay must be 0 to 10")
-    if not 1 <= args.max_seconds <= 60:
-        parser.error("--max-seconds must be 1 to 60")
     return args
 
 
