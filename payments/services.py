@@ -6,6 +6,8 @@ attempt is committed before the push, and the answer is applied in a new transac
 """
 
 import datetime as dt
+import hashlib
+import json
 import logging
 import traceback
 from decimal import Decimal
@@ -599,8 +601,6 @@ def callback_inbox_store(
     error: str = "",
     body_size: int | None = None,
 ) -> CallbackInbox:
-    import hashlib
-
     # NUL is replaced: PostgreSQL text columns refuse it, and a refused insert would lose the request.
     text = body[: settings.MPESA_CALLBACK_MAX_BYTES].decode("utf-8", errors="replace")
     text = text.replace("\x00", "\ufffd")
@@ -625,8 +625,6 @@ def callback_inbox_collapse_duplicate(*, kind: str, body: bytes) -> CallbackInbo
     still shows each repeat as a duplicate_result event (row 1). Returns the original row, or None when
     the body is new (or its first copy is not processed yet) and must be stored and processed.
     """
-    import hashlib
-
     if kind not in (InboxKind.STK_CALLBACK, InboxKind.STK_CALLBACK_LEGACY):
         return None
     original = (
@@ -654,8 +652,6 @@ def callback_inbox_collapse_duplicate(*, kind: str, body: bytes) -> CallbackInbo
 
 def callback_inbox_process(*, inbox_id: int) -> CallbackInbox:
     """Parse and apply one stored STK callback. Safe to run again: a processed row is left alone."""
-    import json
-
     inbox = CallbackInbox.objects.get(pk=inbox_id)
     if inbox.status in (InboxStatus.PROCESSED, InboxStatus.DUPLICATE, InboxStatus.REJECTED):
         return inbox
