@@ -12,7 +12,7 @@ from backoffice.models import ApiToken, hash_token
 from orders.api import router as orders_router
 from orders.exceptions import OrderError
 from payments.api import router as payments_router
-from payments.daraja.phone import InvalidPhoneNumber
+from common.phone import InvalidPhoneNumber
 from payments.exceptions import PaymentError
 
 LAST_USED_RESOLUTION = dt.timedelta(minutes=1)

@@ -1,11 +1,11 @@
 from django.contrib import admin, messages
-from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from unfold.admin import ModelAdmin, TabularInline
 from unfold.contrib.filters.admin import ChoicesDropdownFilter, RangeDateTimeFilter
 from unfold.decorators import action, display
 
+from common.admin import confirm_dialog, dialog_redirect
 from notifications import services
 from notifications.context import CONTEXT_DOCS
 from notifications.exceptions import NotificationError
@@ -149,11 +149,18 @@ class NotificationAdmin(ModelAdmin):
             return False
         return True
 
-    @action(description="Send again", icon="send", permissions=["resend"])
-    def resend(self, request, object_id):
+    @action(
+        description="Send again",
+        icon="send",
+        permissions=["resend"],
+        dialog=confirm_dialog(
+            "Send this message again", "It is queued and sent by the worker with a fresh round of attempts.", "Send"
+        ),
+    )
+    def resend(self, request, form, object_id):
         if self._resend(request, object_id):
             messages.success(request, f"Notification #{object_id} queued to be sent again.")
-        return redirect(reverse("admin:notifications_notification_change", args=[object_id]))
+        return dialog_redirect(reverse("admin:notifications_notification_change", args=[object_id]))
 
     @action(description="Send the selected messages again", permissions=["resend"])
     def resend_selected(self, request, queryset):

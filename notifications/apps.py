@@ -5,20 +5,11 @@ SWEEPER_SCHEDULE = "notifications-sweeper"
 
 
 def ensure_schedules(sender=None, using="default", **kwargs) -> None:
-    """The retry sweeper runs every minute; created or repaired on every migrate, never by hand.
-    A schedule paused in the admin (repeats = 0) stays paused."""
-    from django.utils import timezone
-    from django_q.models import Schedule
+    """The retry sweeper runs every minute; created or repaired on every migrate, never by hand."""
+    from common.schedules import ScheduleSpec, schedule_ensure
 
-    fixed = {
-        "func": "notifications.tasks.notification_sweep_task",
-        "schedule_type": Schedule.MINUTES,
-        "minutes": 1,
-    }
-    Schedule.objects.using(using).update_or_create(
-        name=SWEEPER_SCHEDULE,
-        defaults=fixed,
-        create_defaults={**fixed, "repeats": -1, "next_run": timezone.now()},
+    schedule_ensure(
+        ScheduleSpec(SWEEPER_SCHEDULE, "notifications.tasks.notification_sweep_task", 1), using=using
     )
 
 

@@ -9,12 +9,13 @@ from decimal import Decimal
 from django.conf import settings
 from django.urls import NoReverseMatch, reverse
 
+from common.phone import mask_msisdn
 from payments.daraja.codes import meaning_of
-from payments.daraja.phone import mask_msisdn
+from payments.selectors import payment_is_retryable
 
 CONTEXT_DOCS: dict[str, str] = {
     "business_name": "Your business name (NOTIFICATIONS_BUSINESS_NAME).",
-    "customer_name": "The customer's full name.",
+    "customer_name": "The customer's name as given with the order (its shipping name).",
     "order_reference": "The order reference, e.g. K7QX2M9A.",
     "order_total": "The order total with currency, e.g. KES 1,250.",
     "amount": "The payment amount with currency (the order total for order events).",
@@ -119,9 +120,8 @@ def _blank() -> dict[str, object]:
 
 def order_context(order, *, language: str, reason_code: str = "") -> dict[str, object]:
     context = _blank()
-    customer = order.customer
     context.update(
-        customer_name=customer.full_name,
+        customer_name=order.contact_name,
         order_reference=order.reference,
         order_total=format_kes(order.total, order.currency),
         amount=format_kes(order.total, order.currency),
@@ -134,7 +134,6 @@ def order_context(order, *, language: str, reason_code: str = "") -> dict[str, o
 
 def payment_context(payment, *, language: str) -> dict[str, object]:
     context = order_context(payment.order, language=language)
-    meaning = meaning_of(payment.result_code or "")
     context.update(
         amount=format_kes(payment.amount, payment.currency),
         currency=payment.currency,
@@ -145,10 +144,11 @@ def payment_context(payment, *, language: str) -> dict[str, object]:
         admin_url=_admin_url("admin:payments_payment_change", payment.pk),
     )
     if payment.status == "failed":
+        can_retry = payment_is_retryable(payment)
         context.update(
             reason=failure_reason(payment.result_code, language),
-            can_retry=meaning.retryable,
-            retry_hint=_RETRY_HINTS[(language if language == "sw" else "en", meaning.retryable)],
+            can_retry=can_retry,
+            retry_hint=_RETRY_HINTS[(language if language == "sw" else "en", can_retry)],
         )
     return context
 

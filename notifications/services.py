@@ -21,6 +21,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from common.phone import InvalidPhoneNumber, normalize_msisdn
 from notifications.channels import (
     OutcomeUnknownError,
     PermanentSendError,
@@ -43,7 +44,6 @@ from notifications.models import (
     NotificationStatus,
 )
 from notifications.rendering import render_message
-from payments.daraja.phone import InvalidPhoneNumber, normalize_msisdn
 
 logger = logging.getLogger(__name__)
 
@@ -158,31 +158,35 @@ def _sms_number(*candidates: str) -> str:
     return ""
 
 
-def _queue_for_customer(
+def _queue_for_order_contact(
     *,
     event: str,
     subject_key: str,
-    customer,
-    phone: str,
+    order,
+    sms_to: str,
     context_for: Callable[[str], dict],
     payment=None,
-    order=None,
     refund_id=None,
 ) -> list[Notification]:
-    language = customer.language or "en"
+    """Messages to the contact the order was placed with: its email, language and SMS choice.
+
+    Never the Customer row or the API user: one storefront token places every customer's orders, and a
+    customer row is shared by everyone who gave that phone.
+    """
+    language = order.contact_language or "en"
     context = context_for(language)
     queued = []
     for channel in EVENT_CHANNELS[event]:
         if not channel_enabled(event=event, channel=channel):
             continue
         if channel == Channel.SMS:
-            if customer.sms_opt_out or not phone:
+            if order.contact_sms_opt_out or not sms_to:
                 continue
-            recipient = phone
+            recipient = sms_to
         else:
-            if not customer.email:
+            if not order.contact_email:
                 continue
-            recipient = customer.email
+            recipient = order.contact_email
         notification = notification_queue(
             event=event,
             channel=channel,
@@ -200,19 +204,21 @@ def _queue_for_customer(
 
 
 def notification_queue_for_payment(*, payment, to_status: str) -> list[Notification]:
-    """M-Pesa attempts: prompt sent, paid, failed. Once per payment (a retry is a new payment)."""
+    """M-Pesa attempts: prompt sent, paid, failed. Once per payment (a retry is a new payment).
+
+    The SMS goes to the number this attempt prompted (a retry may use another phone), else the order's.
+    """
     event = PAYMENT_EVENTS.get(to_status)
     if event is None or payment.method != "mpesa":
         return []
     order = payment.order
-    return _queue_for_customer(
+    return _queue_for_order_contact(
         event=event,
         subject_key=f"payment-{payment.pk}",
-        customer=order.customer,
-        phone=_sms_number(payment.phone, order.customer.phone),
+        order=order,
+        sms_to=_sms_number(payment.phone, order.contact_phone),
         context_for=lambda language: payment_context(payment, language=language),
         payment=payment,
-        order=order,
     )
 
 
@@ -224,13 +230,12 @@ def notification_queue_for_order(*, order, to_status: str, reason: str = "") -> 
         event = E.ORDER_CANCELLED
     else:
         return []
-    return _queue_for_customer(
+    return _queue_for_order_contact(
         event=event,
         subject_key=f"order-{order.pk}",
-        customer=order.customer,
-        phone=_sms_number(order.customer.phone, order.shipping_phone),
-        context_for=lambda language: order_context(order, language=language, reason_code=reason),
         order=order,
+        sms_to=_sms_number(order.contact_phone),
+        context_for=lambda language: order_context(order, language=language, reason_code=reason),
     )
 
 
@@ -240,14 +245,14 @@ def notification_queue_for_refund(*, refund, to_status: str) -> list[Notificatio
     order = getattr(payment, "order", None)
     refund_id = getattr(refund, "pk", None)
     if to_status == "succeeded" and order is not None:
-        return _queue_for_customer(
+        return _queue_for_order_contact(
             event=E.REFUND_SUCCEEDED,
             subject_key=f"refund-{refund_id}",
-            customer=order.customer,
-            phone=_sms_number(getattr(payment, "phone", ""), order.customer.phone),
+            order=order,
+            # The refunded attempt's number: the one that paid, and the one the money goes back to.
+            sms_to=_sms_number(getattr(payment, "phone", ""), order.contact_phone),
             context_for=lambda language: refund_context(refund, language=language),
             payment=payment,
-            order=order,
             refund_id=refund_id,
         )
     if to_status == "failed":

@@ -9,7 +9,7 @@ from django.views.decorators.http import require_POST
 from notifications.hooks import token_matches
 from notifications.models import Channel
 from notifications.services import AT_FINAL_STATUSES, notification_delivery_report_apply
-from payments.daraja.phone import mask_msisdn
+from common.phone import mask_msisdn
 
 logger = logging.getLogger(__name__)
 

@@ -1,9 +1,19 @@
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
+from django.shortcuts import render
+from django.urls import reverse
 from unfold.admin import ModelAdmin, TabularInline
 from unfold.contrib.filters.admin import ChoicesDropdownFilter, RangeDateTimeFilter
-from unfold.decorators import display
+from unfold.decorators import action, display
+from unfold.forms import BaseDialogForm
+from unfold.widgets import UnfoldAdminTextareaWidget
 
+from common.admin import confirm_dialog, dialog_redirect
+from common.masking import mask_email
+from common.phone import mask_msisdn
+from orders.exceptions import OrderError
 from orders.models import Customer, Order, OrderItem, OrderStatus, Product
+from orders.services import order_cancel
 from payments.admin import STATUS_COLOURS
 from payments.models import Payment
 
@@ -23,15 +33,16 @@ class ProductAdmin(ModelAdmin):
 
 @admin.register(Customer)
 class CustomerAdmin(ModelAdmin):
-    list_display = ["full_name", "email", "masked_phone", "language", "sms_opt_out", "created_at"]
+    list_display = ["full_name", "masked_email", "masked_phone", "language", "sms_opt_out", "created_at"]
     list_filter = ["language", "sms_opt_out"]
     search_fields = ["full_name", "email", "phone"]
-    raw_id_fields = ["user"]
+
+    @display(description="Email")
+    def masked_email(self, obj):
+        return mask_email(obj.email)
 
     @display(description="Phone")
     def masked_phone(self, obj):
-        from payments.daraja.phone import mask_msisdn
-
         return mask_msisdn(obj.phone)
 
 
@@ -67,12 +78,21 @@ class PaymentInline(TabularInline):
         return False
 
 
+class CancelOrderForm(BaseDialogForm):
+    reason = forms.CharField(
+        max_length=150, widget=UnfoldAdminTextareaWidget(attrs={"rows": 2}), help_text="Kept on the order."
+    )
+
+
 @admin.register(Order)
 class OrderAdmin(ModelAdmin):
+    actions_detail = ["cancel"]
     list_display = [
         "reference",
         "show_status",
-        "customer",
+        "contact_name",
+        "masked_contact_phone",
+        "masked_contact_email",
         "payment_method",
         "total",
         "latest_payment",
@@ -80,7 +100,15 @@ class OrderAdmin(ModelAdmin):
     ]
     list_filter = [("status", ChoicesDropdownFilter), "payment_method", ("created_at", RangeDateTimeFilter)]
     list_filter_submit = True
-    search_fields = ["reference", "customer__full_name", "customer__phone", "payments__mpesa_receipt_number"]
+    search_fields = [
+        "reference",
+        "contact_name",
+        "contact_phone",
+        "contact_email",
+        "customer__full_name",
+        "customer__phone",
+        "payments__mpesa_receipt_number",
+    ]
     list_select_related = ["customer"]
     inlines = [OrderItemInline, PaymentInline]
     date_hierarchy = "created_at"
@@ -92,6 +120,11 @@ class OrderAdmin(ModelAdmin):
         "payment_method",
         "total",
         "currency",
+        "contact_name",
+        "masked_contact_phone",
+        "contact_email",
+        "contact_language",
+        "contact_sms_opt_out",
         "payment_due_at",
         "created_at",
         "updated_at",
@@ -104,6 +137,18 @@ class OrderAdmin(ModelAdmin):
         (
             None,
             {"fields": ["reference", "status", "customer", "owner", "payment_method", "total", "currency"]},
+        ),
+        (
+            "Contact (as given with the order; its messages go here)",
+            {
+                "fields": [
+                    "contact_name",
+                    "masked_contact_phone",
+                    "contact_email",
+                    "contact_language",
+                    "contact_sms_opt_out",
+                ]
+            },
         ),
         (
             "Shipping",
@@ -142,7 +187,46 @@ class OrderAdmin(ModelAdmin):
     def show_status(self, obj):
         return obj.status, obj.get_status_display()
 
+    @display(description="Contact phone")
+    def masked_contact_phone(self, obj):
+        return mask_msisdn(obj.contact_phone)
+
+    @display(description="Contact email")
+    def masked_contact_email(self, obj):
+        return mask_email(obj.contact_email)
+
     @display(description="Payment", label=STATUS_COLOURS)
     def latest_payment(self, obj):
         payment = obj.payments.order_by("-created_at", "-id").first()
         return (payment.status, payment.get_status_display()) if payment else None
+
+    def has_cancel_permission(self, request, object_id=None):
+        return request.user.has_perm("orders.cancel_order") and (
+            object_id is None or Order.objects.filter(pk=object_id).exclude(status=OrderStatus.CANCELLED).exists()
+        )
+
+    @action(
+        description="Cancel order",
+        icon="cancel",
+        permissions=["cancel"],
+        dialog=confirm_dialog(
+            "Cancel this order",
+            "Only an order with nothing paid, nothing in flight and nothing under review can be cancelled. "
+            "The customer is told.",
+            "Cancel order",
+            CancelOrderForm,
+        ),
+    )
+    def cancel(self, request, form, object_id):
+        try:
+            order_cancel(order_id=int(object_id), actor=request.user, reason=form.cleaned_data["reason"])
+        except OrderError as exc:
+            form.add_error(None, exc.message)
+            dialog = self.cancel.dialog
+            return render(
+                request,
+                "unfold/helpers/dialog.html",
+                {"dialog": dialog, "form": form, "form_submit_text": dialog["form_submit_text"]},
+            )
+        messages.success(request, "Order cancelled.")
+        return dialog_redirect(reverse("admin:orders_order_change", args=[object_id]))

@@ -47,8 +47,9 @@ class OrderIn(Schema):
     items: list[ItemIn] = Field(min_length=1, max_length=100)
     shipping: ShippingIn
     payment: PaymentIn
+    # The customer's contact details for this order (the token is the storefront's, not the customer's).
+    # Left out (or null): no email, SMS allowed, English.
     email: str | None = Field(None, max_length=254)
-    # Both optional: leaving them out keeps the customer's current settings.
     smsOptOut: bool | None = None
     language: Literal["en", "sw"] | None = None
 
@@ -145,8 +146,8 @@ def order_create(
         payment_phone=body.payment.phone or "",
         email=body.email or "",
         idempotency_key=idempotency_key,
-        sms_opt_out=body.smsOptOut,
-        language=body.language,
+        sms_opt_out=bool(body.smsOptOut),
+        language=body.language or "en",
     )
     return Status(201 if created else 200, {"order": order_out(order), "payment": payment_out(payment)})
 

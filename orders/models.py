@@ -7,6 +7,7 @@ from django.conf import settings
 from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Lower
 
 # Unambiguous characters for order references that customers read out over the phone.
 _REFERENCE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
@@ -42,18 +43,33 @@ class Language(models.TextChoices):
 
 
 class Customer(models.Model):
-    user = models.OneToOneField(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="customer"
-    )
+    """A person we have sold to, recognised by phone number (or by email when an order gave no phone).
+
+    Created from the first order with those details and edited by staff afterwards: later orders link to
+    it and never change it. Messages about an order use the order's own contact snapshot, not this row.
+    """
+
     full_name = models.CharField(max_length=200)
     email = models.EmailField(blank=True)
     phone = models.CharField(max_length=12, blank=True, help_text="2547XXXXXXXX")
     language = models.CharField(max_length=2, choices=Language.choices, default=Language.ENGLISH)
-    sms_opt_out = models.BooleanField(default=False, help_text="Customer asked not to receive SMS.")
+    sms_opt_out = models.BooleanField(
+        default=False,
+        help_text="Customer asked not to receive SMS. Messages about an order follow the choice made with "
+        "that order.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["phone"], condition=~Q(phone=""), name="customer_phone_unique"),
+            models.UniqueConstraint(
+                Lower("email"),
+                condition=Q(phone="") & ~Q(email=""),
+                name="customer_email_unique_without_phone",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.full_name
@@ -85,6 +101,19 @@ class Order(models.Model):
     shipping_city = models.CharField(max_length=100)
     shipping_postal_code = models.CharField(max_length=20, blank=True)
     shipping_phone = models.CharField(max_length=20, blank=True)
+    # Whom this order's messages go to, as given when it was placed. One storefront token places every
+    # customer's orders, so neither the API user nor the shared Customer row can stand in for this person.
+    contact_name = models.CharField(max_length=200, blank=True)
+    contact_phone = models.CharField(
+        max_length=12,
+        blank=True,
+        help_text="2547XXXXXXXX: the M-Pesa number, or the shipping phone for cash on delivery.",
+    )
+    contact_email = models.EmailField(blank=True)
+    contact_language = models.CharField(max_length=2, choices=Language.choices, default=Language.ENGLISH)
+    contact_sms_opt_out = models.BooleanField(
+        default=False, help_text="The customer asked for no SMS about this order."
+    )
     payment_due_at = models.DateTimeField(null=True, blank=True, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -105,6 +134,7 @@ class Order(models.Model):
                 name="order_idempotency_key_per_owner",
             ),
         ]
+        permissions = [("cancel_order", "Can cancel an order nobody paid for")]
 
     def __str__(self) -> str:
         return f"Order {self.reference}"

@@ -2,13 +2,13 @@ from django.db.models.signals import post_migrate
 from django.dispatch import receiver
 
 from orders.services import order_status_follow_payment
-from payments.schedules import ScheduleSpec, schedule_ensure
+from common.schedules import ScheduleSpec, schedule_ensure
 from payments.signals import payment_status_changed
 
 
 @receiver(payment_status_changed, dispatch_uid="orders.follow_payment")
 def follow_payment(sender, payment, from_status, to_status, **kwargs):
-    order_status_follow_payment(order_id=payment.order_id, to_status=to_status)
+    order_status_follow_payment(order_id=payment.order_id, from_status=from_status, to_status=to_status)
 
 
 ORDER_SCHEDULES = (ScheduleSpec("orders-payment-window", "orders.tasks.cancel_unpaid_orders", 5),)

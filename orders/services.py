@@ -10,12 +10,12 @@ from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from common.phone import InvalidPhoneNumber, normalize_msisdn
 from orders.exceptions import OrderError
-from orders.models import Customer, Order, OrderItem, OrderStatus, Product
+from orders.models import Customer, Language, Order, OrderItem, OrderStatus, Product
 from orders.signals import order_status_changed
 from payments import services as payment_services
 from payments.daraja.client import MAX_MPESA_AMOUNT
-from payments.daraja.phone import InvalidPhoneNumber, normalize_msisdn
 from payments.models import OPEN_STATUSES, PAID_STATUSES, EventSource, Payment, PaymentMethod, PaymentStatus
 
 MAX_QUANTITY = 1000
@@ -35,6 +35,17 @@ class Shipping:
     city: str
     postal_code: str = ""
     phone: str = ""
+
+
+@dataclass(frozen=True)
+class Contact:
+    """Whom an order's messages go to, as given when it was placed."""
+
+    name: str
+    phone: str  # 2547XXXXXXXX, or empty
+    email: str
+    language: str
+    sms_opt_out: bool
 
 
 def _priced_items(items: list[ItemRequest]) -> list[tuple[Product, int, Decimal]]:
@@ -71,10 +82,14 @@ def order_place(
     payment_phone: str = "",
     email: str = "",
     idempotency_key: str = "",
-    sms_opt_out: bool | None = None,
-    language: str | None = None,
+    sms_opt_out: bool = False,
+    language: str = Language.ENGLISH,
 ) -> tuple[Order, Payment, bool]:
     """Create the order and its first payment attempt; for M-Pesa, send the STK push after commit.
+
+    `email`, `language` and `sms_opt_out` are the customer's, given with this order: the order keeps them
+    (with the shipping name and the phone) as the contact its messages go to. The API user (`owner`) is
+    the storefront, never the customer.
 
     Returns (order, payment, created). With an Idempotency-Key already used by this owner, the original order
     comes back and nothing is charged twice.
@@ -103,6 +118,8 @@ def order_place(
                 "The email address is not valid.",
                 fields={"email": "Not an email address."},
             ) from exc
+    if language not in Language.values:
+        raise OrderError("validation_error", "Unknown language.", fields={"language": "Use en or sw."})
     msisdn = ""
     if payment_method == PaymentMethod.MPESA:
         try:
@@ -117,6 +134,13 @@ def order_place(
             f"M-Pesa takes at most KES {MAX_MPESA_AMOUNT:,} in one payment.",
             fields={"items": "Order total too large for one M-Pesa payment."},
         )
+    contact = Contact(
+        name=shipping.full_name,
+        phone=msisdn or _msisdn_or_empty(shipping.phone),
+        email=email,
+        language=language,
+        sms_opt_out=bool(sms_opt_out),
+    )
     try:
         order, payment = _order_create(
             owner=owner,
@@ -125,10 +149,8 @@ def order_place(
             shipping=shipping,
             payment_method=payment_method,
             msisdn=msisdn,
-            email=email,
+            contact=contact,
             idempotency_key=idempotency_key,
-            sms_opt_out=sms_opt_out,
-            language=language,
         )
     except IntegrityError:
         if not idempotency_key:
@@ -144,34 +166,53 @@ def order_place(
     return order, payment, True
 
 
+def _msisdn_or_empty(raw: str) -> str:
+    """Cash on delivery has no payment phone: the shipping phone is the contact when it is a mobile number."""
+    try:
+        return normalize_msisdn(raw or "")
+    except InvalidPhoneNumber:
+        return ""
+
+
+def _customer_for(*, contact: Contact) -> Customer:
+    """The customer with this phone (else this email), created from this order's details when new.
+
+    An existing customer is returned as it is: a shared phone or a typo in one order must not rename,
+    re-address or re-language someone else. Two orders creating the same customer at once are settled by
+    the unique constraints: get_or_create inserts in a savepoint and, on IntegrityError, reads the winner's row.
+    """
+    details = {
+        "full_name": contact.name,
+        "email": contact.email,
+        "language": contact.language,
+        "sms_opt_out": contact.sms_opt_out,
+    }
+    if contact.phone:
+        customer, _ = Customer.objects.get_or_create(phone=contact.phone, defaults=details)
+        return customer
+    if contact.email:
+        known = Customer.objects.filter(email__iexact=contact.email).order_by("pk").first()
+        if known is not None:
+            return known
+        customer, _ = Customer.objects.get_or_create(phone="", email__iexact=contact.email, defaults=details)
+        return customer
+    # Nothing to recognise the customer by: a customer of this one order.
+    return Customer.objects.create(**details)
+
+
 @transaction.atomic
 def _order_create(
     *,
     owner,
-    priced,
-    total,
+    priced: list[tuple[Product, int, Decimal]],
+    total: Decimal,
     shipping: Shipping,
-    payment_method,
-    msisdn,
-    email,
-    idempotency_key,
-    sms_opt_out=None,
-    language=None,
-):
-    customer, _ = Customer.objects.get_or_create(user=owner, defaults={"full_name": shipping.full_name})
-    changed = []
-    if email and customer.email != email:
-        customer.email, changed = email, [*changed, "email"]
-    if not customer.email and owner.email:
-        customer.email, changed = owner.email, [*changed, "email"]
-    if msisdn and customer.phone != msisdn:
-        customer.phone, changed = msisdn, [*changed, "phone"]
-    if sms_opt_out is not None and customer.sms_opt_out != sms_opt_out:
-        customer.sms_opt_out, changed = sms_opt_out, [*changed, "sms_opt_out"]
-    if language and customer.language != language:
-        customer.language, changed = language, [*changed, "language"]
-    if changed:
-        customer.save(update_fields=changed)
+    payment_method: str,
+    msisdn: str,
+    contact: Contact,
+    idempotency_key: str,
+) -> tuple[Order, Payment]:
+    customer = _customer_for(contact=contact)
     due = None
     if payment_method == PaymentMethod.MPESA:
         due = timezone.now() + dt.timedelta(hours=settings.ORDER_PAYMENT_WINDOW_HOURS)
@@ -185,6 +226,11 @@ def _order_create(
         shipping_city=shipping.city,
         shipping_postal_code=shipping.postal_code,
         shipping_phone=shipping.phone,
+        contact_name=contact.name,
+        contact_phone=contact.phone,
+        contact_email=contact.email,
+        contact_language=contact.language,
+        contact_sms_opt_out=contact.sms_opt_out,
         payment_due_at=due,
         idempotency_key=idempotency_key,
     )
@@ -205,23 +251,76 @@ def _order_create(
     return order, payment
 
 
-def order_status_follow_payment(*, order_id: int, to_status: str) -> None:
-    """Runs inside the payment's transaction: a paid attempt (or accepted COD) confirms the order."""
-    if to_status not in ("completed", "pending_delivery"):
-        return
+def order_status_follow_payment(*, order_id: int, from_status: str, to_status: str) -> None:
+    """Runs inside the payment's transaction (the payment is locked first, then the order).
+
+    A paid attempt (or accepted cash on delivery) confirms the order. Cash on delivery that was not
+    collected stops counting as accepted: the order is payable again for a new payment window.
+    """
+    if to_status in ("completed", "pending_delivery"):
+        order = Order.objects.select_for_update().get(pk=order_id)
+        if order.status != OrderStatus.PENDING:
+            return
+        order.status = OrderStatus.CONFIRMED
+        order.confirmed_at = timezone.now()
+        order.save(update_fields=["status", "confirmed_at", "updated_at"])
+        order_status_changed.send(
+            sender=Order, order=order, from_status=OrderStatus.PENDING, to_status=OrderStatus.CONFIRMED, reason=to_status
+        )
+    elif from_status == "pending_delivery" and to_status == "failed":
+        order = Order.objects.select_for_update().get(pk=order_id)
+        accepted = Payment.objects.filter(
+            order_id=order_id, status__in=(*PAID_STATUSES, PaymentStatus.PENDING_DELIVERY)
+        ).exists()
+        if order.status != OrderStatus.CONFIRMED or accepted:
+            return
+        order.status = OrderStatus.PENDING
+        order.confirmed_at = None
+        order.payment_due_at = timezone.now() + dt.timedelta(hours=settings.ORDER_PAYMENT_WINDOW_HOURS)
+        order.save(update_fields=["status", "confirmed_at", "payment_due_at", "updated_at"])
+        order_status_changed.send(
+            sender=Order,
+            order=order,
+            from_status=OrderStatus.CONFIRMED,
+            to_status=OrderStatus.PENDING,
+            reason=COD_NOT_COLLECTED,
+        )
+
+
+COD_NOT_COLLECTED = "cod_not_collected"
+CANCELLED_BY_STAFF = "cancelled_by_staff"
+
+
+@transaction.atomic
+def order_cancel(*, order_id: int, actor, reason: str) -> Order:
+    """Staff cancel an order nobody paid for (nothing paid, nothing in flight, nothing under review)."""
+    if actor is None or not actor.is_active or not actor.has_perm("orders.cancel_order"):
+        raise OrderError("forbidden", "You are not allowed to cancel orders.", http_status=403)
+    reason = " ".join((reason or "").split())
+    if not reason:
+        raise OrderError("validation_error", "Say why the order is cancelled.", fields={"reason": "Required."})
+    # The lock order everywhere: the attempts first, then the order.
+    attempts = list(Payment.objects.select_for_update().filter(order_id=order_id).order_by("pk"))
     order = Order.objects.select_for_update().get(pk=order_id)
-    if order.status != OrderStatus.PENDING:
-        return
-    order.status = OrderStatus.CONFIRMED
-    order.confirmed_at = timezone.now()
-    order.save(update_fields=["status", "confirmed_at", "updated_at"])
+    if order.status == OrderStatus.CANCELLED:
+        raise OrderError("illegal_transition", "The order is already cancelled.", http_status=409)
+    blocking = [p for p in attempts if p.status in PAYMENT_WINDOW_BLOCKERS]
+    if blocking:
+        raise OrderError(
+            "illegal_transition",
+            f"Payment #{blocking[0].pk} is {blocking[0].get_status_display().lower()}: settle it first "
+            "(refund, resolve the review, or record cash as not collected).",
+            http_status=409,
+        )
+    from_status = order.status
+    order.status = OrderStatus.CANCELLED
+    order.cancelled_at = timezone.now()
+    order.cancel_reason = f"Cancelled by {actor.get_username()}: {reason}"[:200]
+    order.save(update_fields=["status", "cancelled_at", "cancel_reason", "updated_at"])
     order_status_changed.send(
-        sender=Order,
-        order=order,
-        from_status=OrderStatus.PENDING,
-        to_status=OrderStatus.CONFIRMED,
-        reason=to_status,
+        sender=Order, order=order, from_status=from_status, to_status=OrderStatus.CANCELLED, reason=CANCELLED_BY_STAFF
     )
+    return order
 
 
 # Attempts that keep an order open past its payment window: money may still arrive, or a person decides.
@@ -252,7 +351,7 @@ def order_cancel_if_unpaid(*, order_id: int, now: dt.datetime | None = None) -> 
     # Attempts first, then the order: the same lock order as a callback (payment, then its order) and a
     # retry, so none of them can deadlock with this. A racing retry either commits first (and we see it in
     # flight) or finds the order cancelled once it gets the locks.
-    list(Payment.objects.select_for_update().filter(order_id=order_id).values_list("pk", flat=True))
+    list(Payment.objects.select_for_update().filter(order_id=order_id).order_by("pk").values_list("pk", flat=True))
     order = Order.objects.select_for_update().get(pk=order_id)
     if order.status != OrderStatus.PENDING or order.payment_due_at is None or order.payment_due_at > now:
         return False

@@ -1,18 +1,35 @@
+"""Payments, their history, the callback inbox and refunds in the admin.
+
+Every action that changes something is a dialog (common.admin): a GET shows it and changes nothing; the
+change is the dialog's POST with its CSRF token, and the service it calls checks the permission again.
+"""
+
 from django.contrib import admin, messages
-from django.http import HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import render
 from django.urls import reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from unfold.admin import ModelAdmin, TabularInline
 from unfold.contrib.filters.admin import ChoicesDropdownFilter, RangeDateTimeFilter
 from unfold.decorators import action, display
 
+from common.admin import NoteForm, confirm_dialog, dialog_redirect
+from payments import inbox as inbox_service
 from payments import refunds, services
 from payments.exceptions import PaymentError
-from payments.forms import RefundRejectForm, RefundRequestForm, RefundResolveForm
+from payments.forms import (
+    AttachCallbackForm,
+    NotCollectedForm,
+    ReceiptForm,
+    RefundRejectForm,
+    RefundRequestForm,
+    RefundResolveForm,
+    ReviewResolveForm,
+)
 from payments.models import (
+    PAID_STATUSES,
     CallbackInbox,
     EventSource,
+    InboxKind,
     InboxStatus,
     Payment,
     PaymentEvent,
@@ -22,6 +39,7 @@ from payments.models import (
     RefundEvent,
     RefundStatus,
 )
+from payments.selectors import callback_candidates, inbox_needing_attention, payment_retry_blocker
 
 STATUS_COLOURS = {
     PaymentStatus.PENDING: "info",
@@ -36,12 +54,10 @@ STATUS_COLOURS = {
 INBOX_COLOURS = {
     InboxStatus.RECEIVED: "info",
     InboxStatus.PROCESSED: "success",
-    InboxStatus.DUPLICATE: "info",
     InboxStatus.UNMATCHED: "warning",
     InboxStatus.REJECTED: "danger",
     InboxStatus.FAILED: "danger",
 }
-
 
 # Pages whose fields are all read-only: no Save buttons (changes go through the actions).
 READ_ONLY_FORM = {"show_save": False, "show_save_and_continue": False, "show_save_and_add_another": False}
@@ -60,6 +76,20 @@ class ReadOnlyAdminMixin:
         return False
 
 
+def _error_into_form(form, exc: PaymentError) -> None:
+    field = exc.details.get("field")
+    form.add_error(field if field in form.fields else None, exc.message)
+
+
+def _dialog_again(request, dialog: dict, form):
+    """The dialog once more, with the service's refusal on the form."""
+    return render(
+        request,
+        "unfold/helpers/dialog.html",
+        {"dialog": dialog, "form": form, "form_submit_text": dialog.get("form_submit_text", "")},
+    )
+
+
 class PaymentEventInline(ReadOnlyAdminMixin, TabularInline):
     model = PaymentEvent
     fields = ["created_at", "kind", "source", "actor", "from_status", "to_status", "message"]
@@ -75,6 +105,19 @@ class RefundInline(ReadOnlyAdminMixin, TabularInline):
     extra = 0
     show_change_link = True
     ordering = ["created_at", "id"]
+
+
+class ReceiptPendingFilter(admin.SimpleListFilter):
+    title = "receipt"
+    parameter_name = "receipt"
+
+    def lookups(self, request, model_admin):
+        return [("pending", "Completed, receipt pending")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "pending":
+            return queryset.filter(receipt_pending=True, status__in=PAID_STATUSES)
+        return queryset
 
 
 @admin.register(Payment)
@@ -95,28 +138,29 @@ class PaymentAdmin(ModelAdmin):
         ("status", ChoicesDropdownFilter),
         ("method", ChoicesDropdownFilter),
         ("failure_class", ChoicesDropdownFilter),
+        ("review_reason", ChoicesDropdownFilter),
+        ReceiptPendingFilter,
+        "query_failing",
         ("created_at", RangeDateTimeFilter),
     ]
     list_filter_submit = True
     search_fields = ["mpesa_receipt_number", "checkout_request_id", "order__reference", "phone"]
     list_select_related = ["order"]
     inlines = [PaymentEventInline, RefundInline]
-    actions_detail = ["query_now", "mark_collected", "request_refund"]
+    actions_detail = [
+        "query_now",
+        "retry",
+        "resolve_review",
+        "enter_receipt",
+        "mark_collected",
+        "mark_not_collected",
+        "request_refund",
+    ]
     date_hierarchy = "created_at"
     fieldsets = [
         (
             None,
-            {
-                "fields": [
-                    "order",
-                    "method",
-                    "status",
-                    "amount",
-                    "currency",
-                    "masked_phone",
-                    "account_reference",
-                ]
-            },
+            {"fields": ["order", "method", "status", "amount", "currency", "masked_phone", "account_reference"]},
         ),
         (
             "M-Pesa",
@@ -134,6 +178,7 @@ class PaymentAdmin(ModelAdmin):
                     "review_reason",
                     "refunded_amount",
                     "query_count",
+                    "query_failing",
                     "next_query_at",
                 ]
             },
@@ -155,21 +200,45 @@ class PaymentAdmin(ModelAdmin):
         extra_context = {**(extra_context or {}), **READ_ONLY_FORM}
         return super().changeform_view(request, object_id, form_url, extra_context)
 
+    # --- which actions apply (offered only there; the services check again) ----------------------
     @staticmethod
     def _payment_is(object_id, **lookups) -> bool:
-        # Detail actions are offered only where they can apply.
         return object_id is None or Payment.objects.filter(pk=object_id, **lookups).exists()
 
     def has_query_permission(self, request, object_id=None):
-        return self.has_change_permission(request) and self._payment_is(
+        return request.user.has_perm("payments.query_payment") and self._payment_is(
             object_id, method=PaymentMethod.MPESA, checkout_request_id__isnull=False
         )
 
+    def has_retry_permission(self, request, object_id=None):
+        if not request.user.has_perm("payments.retry_payment"):
+            return False
+        if object_id is None:
+            return True
+        payment = Payment.objects.select_related("order").filter(pk=object_id).first()
+        return payment is not None and payment_retry_blocker(payment) is None
+
     def has_collect_permission(self, request, object_id=None):
-        return self.has_change_permission(request) and self._payment_is(
+        return request.user.has_perm("payments.collect_payment") and self._payment_is(
             object_id, status=PaymentStatus.PENDING_DELIVERY
         )
 
+    def has_review_permission(self, request, object_id=None):
+        return request.user.has_perm("payments.review_payment") and self._payment_is(
+            object_id, status=PaymentStatus.NEEDS_REVIEW
+        )
+
+    def has_enter_receipt_permission(self, request, object_id=None):
+        return request.user.has_perm("payments.enter_receipt") and self._payment_is(
+            object_id, status__in=PAID_STATUSES, receipt_pending=True
+        )
+
+    def has_request_refund_permission(self, request, object_id=None):
+        return request.user.has_perm("payments.add_refund") and self._payment_is(
+            object_id, status__in=[PaymentStatus.COMPLETED, PaymentStatus.PARTIALLY_REFUNDED]
+        )
+
+    # --- columns ----------------------------------------------------------------------------------
     @display(description="Status", ordering="status", label=STATUS_COLOURS)
     def show_status(self, obj):
         return obj.status, obj.get_status_display()
@@ -183,30 +252,157 @@ class PaymentAdmin(ModelAdmin):
     def masked_phone(self, obj):
         return obj.masked_phone
 
-    @action(description="Ask M-Pesa now", icon="sync", permissions=["query"])
-    def query_now(self, request, object_id):
-        payment = services.payment_query_status(
-            payment_id=int(object_id), source=EventSource.QUERY, actor=request.user
-        )
-        messages.info(request, f"Payment #{payment.pk} is {payment.get_status_display()}.")
-        return redirect(reverse("admin:payments_payment_change", args=[object_id]))
+    def _page(self, object_id) -> str:
+        return reverse("admin:payments_payment_change", args=[object_id])
 
-    def has_request_refund_permission(self, request, object_id=None):
-        return request.user.has_perm("payments.add_refund") and self._payment_is(
-            object_id, status__in=[PaymentStatus.COMPLETED, PaymentStatus.PARTIALLY_REFUNDED]
-        )
+    # --- actions ----------------------------------------------------------------------------------
+    @action(
+        description="Ask M-Pesa now",
+        icon="sync",
+        permissions=["query"],
+        dialog=confirm_dialog(
+            "Ask M-Pesa now",
+            "Sends an STK Query for this attempt and applies a final answer.",
+            "Ask M-Pesa",
+        ),
+    )
+    def query_now(self, request, form, object_id):
+        try:
+            payment = services.payment_query_status(
+                payment_id=int(object_id), source=EventSource.QUERY, actor=request.user
+            )
+        except PaymentError as exc:
+            messages.error(request, exc.message)
+        else:
+            note = " M-Pesa did not answer; it is asked again later." if payment.query_failing else ""
+            messages.info(request, f"Payment #{payment.pk} is {payment.get_status_display()}.{note}")
+        return dialog_redirect(self._page(object_id))
+
+    @action(
+        description="Send a new prompt",
+        icon="restart_alt",
+        permissions=["retry"],
+        dialog=confirm_dialog(
+            "Send a new M-Pesa prompt",
+            "Starts a new attempt for this order and sends the customer a new STK prompt.",
+            "Send prompt",
+        ),
+    )
+    def retry(self, request, form, object_id):
+        try:
+            new = services.payment_retry(payment_id=int(object_id), source=EventSource.ADMIN, actor=request.user)
+        except PaymentError as exc:
+            messages.error(request, exc.message)
+            return dialog_redirect(self._page(object_id))
+        messages.success(request, f"New attempt #{new.pk} is {new.get_status_display().lower()}.")
+        return dialog_redirect(self._page(new.pk))
+
+    @action(
+        description="Resolve review",
+        icon="gavel",
+        permissions=["review"],
+        dialog=confirm_dialog(
+            "Resolve this review",
+            "Check the M-Pesa org portal statement first. Paid completes the payment and confirms the order; "
+            "not paid fails it and the order can be paid again.",
+            "Resolve",
+            ReviewResolveForm,
+        ),
+    )
+    def resolve_review(self, request, form, object_id):
+        try:
+            payment = services.payment_review_resolve(
+                payment_id=int(object_id),
+                actor=request.user,
+                outcome=form.cleaned_data["outcome"],
+                note=form.cleaned_data["note"],
+                receipt=form.cleaned_data["receipt"] or None,
+            )
+        except PaymentError as exc:
+            _error_into_form(form, exc)
+            return _dialog_again(request, self.resolve_review.dialog, form)
+        messages.success(request, f"Payment #{payment.pk} resolved: {payment.get_status_display().lower()}.")
+        if payment.is_paid and getattr(payment.order, "status", "") == "CANCELLED":
+            messages.warning(request, "The order was already cancelled: refund this payment or reopen the sale.")
+        return dialog_redirect(self._page(object_id))
+
+    @action(
+        description="Enter receipt",
+        icon="receipt_long",
+        permissions=["enter_receipt"],
+        dialog=confirm_dialog(
+            "Enter the M-Pesa receipt",
+            "M-Pesa confirmed this payment by STK Query, which carries no receipt. Enter it from the statement.",
+            "Save receipt",
+            ReceiptForm,
+        ),
+    )
+    def enter_receipt(self, request, form, object_id):
+        try:
+            services.payment_receipt_enter(
+                payment_id=int(object_id),
+                actor=request.user,
+                receipt=form.cleaned_data["receipt"],
+                note=form.cleaned_data["note"],
+            )
+        except PaymentError as exc:
+            _error_into_form(form, exc)
+            return _dialog_again(request, self.enter_receipt.dialog, form)
+        messages.success(request, "Receipt recorded.")
+        return dialog_redirect(self._page(object_id))
+
+    @action(
+        description="Cash collected",
+        icon="payments",
+        permissions=["collect"],
+        dialog=confirm_dialog(
+            "Cash collected", "Records the cash on delivery as collected: the payment completes.", "Collected", NoteForm
+        ),
+    )
+    def mark_collected(self, request, form, object_id):
+        try:
+            services.payment_mark_collected(
+                payment_id=int(object_id), actor=request.user, note=form.cleaned_data["note"]
+            )
+            messages.success(request, "Cash on delivery recorded as collected.")
+        except PaymentError as exc:
+            messages.error(request, exc.message)
+        return dialog_redirect(self._page(object_id))
+
+    @action(
+        description="Cash not collected",
+        icon="money_off",
+        permissions=["collect"],
+        dialog=confirm_dialog(
+            "Cash not collected",
+            "The attempt fails with your reason. The order is payable again for a new payment window, then "
+            "cancelled if nobody pays; you can also cancel it from the order page.",
+            "Not collected",
+            NotCollectedForm,
+        ),
+    )
+    def mark_not_collected(self, request, form, object_id):
+        try:
+            services.payment_mark_not_collected(
+                payment_id=int(object_id), actor=request.user, reason=form.cleaned_data["reason"]
+            )
+        except PaymentError as exc:
+            _error_into_form(form, exc)
+            return _dialog_again(request, self.mark_not_collected.dialog, form)
+        messages.success(request, "Cash on delivery recorded as not collected.")
+        return dialog_redirect(self._page(object_id))
 
     @action(
         description="Refund",
         icon="undo",
         permissions=["request_refund"],
-        dialog={
-            "title": "Refund this payment",
-            "description": "A full refund is an M-Pesa reversal; a partial one is a B2C payment to the payer. "
+        dialog=confirm_dialog(
+            "Refund this payment",
+            "A full refund is an M-Pesa reversal; a partial one is a B2C payment to the payer. "
             "Above the approval threshold a second person must approve it.",
-            "form_class": RefundRequestForm,
-            "form_submit_text": "Request refund",
-        },
+            "Request refund",
+            RefundRequestForm,
+        ),
     )
     def request_refund(self, request, form, object_id):
         try:
@@ -219,31 +415,13 @@ class PaymentAdmin(ModelAdmin):
                 source=EventSource.ADMIN,
             )
         except PaymentError as exc:
-            form.add_error(
-                exc.details.get("field") if exc.details.get("field") in form.fields else None, exc.message
-            )
-            return render(
-                request,
-                "unfold/helpers/dialog.html",
-                {"dialog": self.request_refund.dialog, "form": form, "form_submit_text": "Request refund"},
-            )
+            _error_into_form(form, exc)
+            return _dialog_again(request, self.request_refund.dialog, form)
         if refund.status == RefundStatus.REQUESTED:
-            messages.info(
-                request, f"Refund #{refund.pk} of KES {refund.amount} is waiting for a second approver."
-            )
+            messages.info(request, f"Refund #{refund.pk} of KES {refund.amount} is waiting for a second approver.")
         else:
             messages.success(request, f"Refund #{refund.pk} of KES {refund.amount} is being sent to M-Pesa.")
-        url = reverse("admin:payments_refund_change", args=[refund.pk])
-        return HttpResponse(headers={"HX-Redirect": url})
-
-    @action(description="Cash collected", icon="payments", permissions=["collect"])
-    def mark_collected(self, request, object_id):
-        try:
-            services.payment_mark_collected(payment_id=int(object_id), actor=request.user)
-            messages.success(request, "Cash on delivery recorded as collected.")
-        except PaymentError as exc:
-            messages.error(request, exc.message)
-        return redirect(reverse("admin:payments_payment_change", args=[object_id]))
+        return dialog_redirect(reverse("admin:payments_refund_change", args=[refund.pk]))
 
 
 @admin.register(PaymentEvent)
@@ -253,6 +431,19 @@ class PaymentEventAdmin(ReadOnlyAdminMixin, ModelAdmin):
     search_fields = ["payment__mpesa_receipt_number", "payment__checkout_request_id", "message"]
     list_select_related = ["payment", "actor"]
     readonly_fields = [f.name for f in PaymentEvent._meta.fields]
+
+
+class NeedsAttentionFilter(admin.SimpleListFilter):
+    title = "attention"
+    parameter_name = "attention"
+
+    def lookups(self, request, model_admin):
+        return [("needed", "Needs attention")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "needed":
+            return queryset.filter(pk__in=inbox_needing_attention().values("pk"))
+        return queryset
 
 
 @admin.register(CallbackInbox)
@@ -265,29 +456,106 @@ class CallbackInboxAdmin(ReadOnlyAdminMixin, ModelAdmin):
         "correlation_id",
         "payment",
         "source_ip",
-        "body_size",
+        "attempts",
         "duplicates",
     ]
-    list_filter = [("status", ChoicesDropdownFilter), ("kind", ChoicesDropdownFilter)]
+    list_filter = [NeedsAttentionFilter, ("status", ChoicesDropdownFilter), ("kind", ChoicesDropdownFilter)]
     search_fields = ["correlation_id", "body"]
-    readonly_fields = [f.name for f in CallbackInbox._meta.fields]
-    actions_detail = ["reprocess"]
+    readonly_fields = ["candidates", *[f.name for f in CallbackInbox._meta.fields]]
+    actions_detail = ["reprocess", "attach"]
 
     @display(description="Status", ordering="status", label=INBOX_COLOURS)
     def show_status(self, obj):
         return obj.status, obj.get_status_display()
 
-    def has_reprocess_permission(self, request, object_id=None):
-        return request.user.has_perm("payments.review_payment")
+    @display(description="Candidate payments")
+    def candidates(self, obj):
+        if obj.status != InboxStatus.UNMATCHED or obj.kind not in (
+            InboxKind.STK_CALLBACK,
+            InboxKind.STK_CALLBACK_LEGACY,
+        ):
+            return "-"
+        found = list(callback_candidates(obj)[:10])
+        if not found:
+            return "None with this amount, phone and time"
+        return format_html_join(
+            format_html("<br>"),
+            '<a href="{}">#{}</a> order {} · KES {} · {} · {}',
+            (
+                (
+                    reverse("admin:payments_payment_change", args=[p.pk]),
+                    p.pk,
+                    p.order.reference,
+                    p.amount,
+                    p.masked_phone,
+                    p.get_status_display(),
+                )
+                for p in found
+            ),
+        )
 
-    @action(description="Process again", icon="replay", permissions=["reprocess"])
-    def reprocess(self, request, object_id):
-        inbox = CallbackInbox.objects.get(pk=object_id)
-        if inbox.status in (InboxStatus.REJECTED, InboxStatus.UNMATCHED, InboxStatus.FAILED):
-            CallbackInbox.objects.filter(pk=inbox.pk).update(status=InboxStatus.RECEIVED)
-        inbox = services.callback_inbox_process(inbox_id=inbox.pk)
-        messages.info(request, f"Inbox entry #{inbox.pk} is now {inbox.get_status_display()}.")
-        return redirect(reverse("admin:payments_callbackinbox_change", args=[object_id]))
+    def has_reprocess_permission(self, request, object_id=None):
+        return request.user.has_perm("payments.reprocess_inbox") and (
+            object_id is None or CallbackInbox.objects.filter(pk=object_id).exclude(status=InboxStatus.PROCESSED).exists()
+        )
+
+    def has_attach_permission(self, request, object_id=None):
+        return request.user.has_perm("payments.attach_callback") and (
+            object_id is None
+            or CallbackInbox.objects.filter(
+                pk=object_id,
+                status=InboxStatus.UNMATCHED,
+                kind__in=(InboxKind.STK_CALLBACK, InboxKind.STK_CALLBACK_LEGACY),
+            ).exists()
+        )
+
+    def _page(self, object_id) -> str:
+        return reverse("admin:payments_callbackinbox_change", args=[object_id])
+
+    @action(
+        description="Process again",
+        icon="replay",
+        permissions=["reprocess"],
+        dialog=confirm_dialog(
+            "Process this entry again",
+            "Parses and applies the stored body once more (e.g. a quarantined callback from an address that "
+            "turned out to be Safaricom's).",
+            "Process",
+        ),
+    )
+    def reprocess(self, request, form, object_id):
+        try:
+            inbox = inbox_service.inbox_process_again(inbox_id=int(object_id), actor=request.user)
+            messages.info(request, f"Inbox entry #{inbox.pk} is now {inbox.get_status_display()}.")
+        except PaymentError as exc:
+            messages.error(request, exc.message)
+        return dialog_redirect(self._page(object_id))
+
+    @action(
+        description="Attach to a payment",
+        icon="link",
+        permissions=["attach"],
+        dialog=confirm_dialog(
+            "Attach this callback to a payment",
+            "The payment takes the callback's CheckoutRequestID and the callback is applied to it as Daraja "
+            "sent it. A callback from the original, unauthenticated path only makes us ask M-Pesa.",
+            "Attach",
+            AttachCallbackForm,
+        ),
+    )
+    def attach(self, request, form, object_id):
+        try:
+            payment = services.callback_attach(
+                inbox_id=int(object_id),
+                payment_id=form.cleaned_data["chosen_payment_id"],
+                actor=request.user,
+                note=form.cleaned_data["note"],
+            )
+        except PaymentError as exc:
+            _error_into_form(form, exc)
+            return _dialog_again(request, self.attach.dialog, form)
+        messages.success(request, f"Attached to payment #{payment.pk}, now {payment.get_status_display().lower()}.")
+        return dialog_redirect(reverse("admin:payments_payment_change", args=[payment.pk]))
 
 
 # --- refunds ----------------------------------------------------------------------------------------
@@ -300,6 +568,7 @@ REFUND_COLOURS = {
     RefundStatus.SUCCEEDED: "success",
     RefundStatus.FAILED: "danger",
     RefundStatus.UNKNOWN: "warning",
+    RefundStatus.OVER_REFUNDED: "danger",
 }
 
 
@@ -364,16 +633,7 @@ class RefundAdmin(ModelAdmin):
         ),
         (
             "Times",
-            {
-                "fields": [
-                    "created_at",
-                    "approved_at",
-                    "submitted_at",
-                    "accepted_at",
-                    "completed_at",
-                    "updated_at",
-                ]
-            },
+            {"fields": ["created_at", "approved_at", "submitted_at", "accepted_at", "completed_at", "updated_at"]},
         ),
     ]
 
@@ -397,108 +657,122 @@ class RefundAdmin(ModelAdmin):
         return format_html('<a href="{}">#{} ({})</a>', url, obj.payment_id, obj.original_receipt or "-")
 
     @staticmethod
-    def _refund_is(object_id, *statuses) -> bool:
+    def _refund_is(object_id, *statuses, **lookups) -> bool:
         # Detail actions are offered only where they can apply; without an object (lists) they stay.
-        return object_id is None or Refund.objects.filter(pk=object_id, status__in=statuses).exists()
+        return object_id is None or Refund.objects.filter(pk=object_id, status__in=statuses, **lookups).exists()
 
     def has_approve_refund_permission(self, request, object_id=None):
-        return request.user.has_perm("payments.approve_refund") and self._refund_is(
-            object_id, RefundStatus.REQUESTED
-        )
+        return request.user.has_perm("payments.approve_refund") and self._refund_is(object_id, RefundStatus.REQUESTED)
 
     def has_reject_refund_permission(self, request, object_id=None):
-        allowed = request.user.has_perm("payments.approve_refund") or request.user.has_perm(
-            "payments.add_refund"
-        )
+        allowed = request.user.has_perm("payments.approve_refund") or request.user.has_perm("payments.add_refund")
         return allowed and self._refund_is(object_id, RefundStatus.REQUESTED)
 
-    def has_settle_unknown_permission(self, request, object_id=None):
-        return request.user.has_perm("payments.approve_refund") and self._refund_is(
-            object_id, RefundStatus.UNKNOWN
+    def has_check_status_permission(self, request, object_id=None):
+        return request.user.has_perm("payments.query_payment") and self._refund_is(object_id, RefundStatus.UNKNOWN)
+
+    def has_resend_permission(self, request, object_id=None):
+        return request.user.has_perm("payments.resolve_refund") and self._refund_is(
+            object_id, RefundStatus.UNKNOWN, method="reversal"
         )
+
+    def has_settle_unknown_permission(self, request, object_id=None):
+        return request.user.has_perm("payments.resolve_refund") and self._refund_is(object_id, RefundStatus.UNKNOWN)
 
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         extra_context = {**(extra_context or {}), **READ_ONLY_FORM}
         return super().changeform_view(request, object_id, form_url, extra_context)
 
-    def _back(self, object_id):
-        return redirect(reverse("admin:payments_refund_change", args=[object_id]))
+    def _page(self, object_id) -> str:
+        return reverse("admin:payments_refund_change", args=[object_id])
 
-    def _dialog_done(self, object_id):
-        return HttpResponse(
-            headers={"HX-Redirect": reverse("admin:payments_refund_change", args=[object_id])}
-        )
-
-    @action(description="Approve", icon="check", permissions=["approve_refund"])
-    def approve(self, request, object_id):
+    @action(
+        description="Approve",
+        icon="check",
+        permissions=["approve_refund"],
+        dialog=confirm_dialog("Approve this refund", "It is sent to M-Pesa at once.", "Approve"),
+    )
+    def approve(self, request, form, object_id):
         try:
             refund = refunds.refund_approve(refund_id=int(object_id), actor=request.user)
             messages.success(request, f"Refund #{refund.pk} approved; it is being sent to M-Pesa.")
         except PaymentError as exc:
             messages.error(request, exc.message)
-        return self._back(object_id)
+        return dialog_redirect(self._page(object_id))
 
     @action(
         description="Reject",
         icon="block",
         permissions=["reject_refund"],
-        dialog={"title": "Reject this refund", "form_class": RefundRejectForm, "form_submit_text": "Reject"},
+        dialog=confirm_dialog("Reject this refund", "Nothing is sent.", "Reject", RefundRejectForm),
     )
     def reject(self, request, form, object_id):
         try:
-            refunds.refund_reject(
-                refund_id=int(object_id), actor=request.user, note=form.cleaned_data["note"]
-            )
+            refunds.refund_reject(refund_id=int(object_id), actor=request.user, note=form.cleaned_data["note"])
             messages.success(request, "Refund rejected; nothing was sent.")
         except PaymentError as exc:
             messages.error(request, exc.message)
-        return self._dialog_done(object_id)
+        return dialog_redirect(self._page(object_id))
 
-    @action(description="Ask M-Pesa (Transaction Status)", icon="sync", permissions=["settle_unknown"])
-    def check_status(self, request, object_id):
-        refund = Refund.objects.get(pk=object_id)
-        if refund.status != RefundStatus.UNKNOWN:
-            messages.info(request, "Only refunds whose outcome is unknown are asked about.")
-        else:
-            refunds.refund_check_status(refund_id=refund.pk, actor=request.user, source=EventSource.ADMIN)
-            messages.info(request, "Transaction Status asked; the answer arrives in a few seconds.")
-        return self._back(object_id)
-
-    @action(description="Send reversal again", icon="replay", permissions=["settle_unknown"])
-    def resend_reversal(self, request, object_id):
+    @action(
+        description="Ask M-Pesa (Transaction Status)",
+        icon="sync",
+        permissions=["check_status"],
+        dialog=confirm_dialog(
+            "Ask M-Pesa about this refund",
+            "Sends a Transaction Status request; the answer arrives on the result URL in a few seconds.",
+            "Ask M-Pesa",
+        ),
+    )
+    def check_status(self, request, form, object_id):
         try:
-            refund = refunds.refund_resend_reversal(refund_id=int(object_id), actor=request.user)
-            messages.info(
-                request, f"Reversal sent again; refund #{refund.pk} is {refund.get_status_display()}."
-            )
+            refunds.refund_check_status(refund_id=int(object_id), actor=request.user, source=EventSource.ADMIN)
+            messages.info(request, "Transaction Status asked; the answer arrives in a few seconds.")
         except PaymentError as exc:
             messages.error(request, exc.message)
-        return self._back(object_id)
+        return dialog_redirect(self._page(object_id))
+
+    @action(
+        description="Send reversal again",
+        icon="replay",
+        permissions=["resend"],
+        dialog=confirm_dialog(
+            "Send the reversal again",
+            "Safaricom reverses a receipt at most once: if the first request went through, this one is "
+            "answered 'already reversed', which counts as success.",
+            "Send again",
+        ),
+    )
+    def resend_reversal(self, request, form, object_id):
+        try:
+            refund = refunds.refund_resend_reversal(refund_id=int(object_id), actor=request.user)
+            messages.info(request, f"Reversal sent again; refund #{refund.pk} is {refund.get_status_display()}.")
+        except PaymentError as exc:
+            messages.error(request, exc.message)
+        return dialog_redirect(self._page(object_id))
 
     @action(
         description="Resolve by hand",
         icon="gavel",
         permissions=["settle_unknown"],
-        dialog={
-            "title": "Resolve an unknown refund",
-            "description": "Check the M-Pesa org portal statement first.",
-            "form_class": RefundResolveForm,
-            "form_submit_text": "Resolve",
-        },
+        dialog=confirm_dialog(
+            "Resolve an unknown refund", "Check the M-Pesa org portal statement first.", "Resolve", RefundResolveForm
+        ),
     )
     def resolve(self, request, form, object_id):
         try:
-            refunds.refund_resolve(
+            refund = refunds.refund_resolve(
                 refund_id=int(object_id),
                 actor=request.user,
                 succeeded=form.cleaned_data["outcome"] == "succeeded",
                 note=form.cleaned_data["note"],
                 transaction_id=form.cleaned_data["transaction_id"],
             )
-            messages.success(request, "Refund resolved.")
         except PaymentError as exc:
-            messages.error(request, exc.message)
-        return self._dialog_done(object_id)
+            _error_into_form(form, exc)
+            return _dialog_again(request, self.resolve.dialog, form)
+        messages.success(request, f"Refund resolved: {refund.get_status_display().lower()}.")
+        return dialog_redirect(self._page(object_id))
 
 
 @admin.register(RefundEvent)
@@ -508,3 +782,21 @@ class RefundEventAdmin(ReadOnlyAdminMixin, ModelAdmin):
     search_fields = ["refund__transaction_id", "refund__original_receipt", "message"]
     list_select_related = ["refund", "actor"]
     readonly_fields = [f.name for f in RefundEvent._meta.fields]
+
+
+def needs_review_badge(request) -> str:
+    count = Payment.objects.filter(status=PaymentStatus.NEEDS_REVIEW).count()
+    return str(count) if count else ""
+
+
+def inbox_attention_badge(request) -> str:
+    count = inbox_needing_attention().count()
+    return str(count) if count else ""
+
+
+def refunds_attention_badge(request) -> str:
+    count = Refund.objects.filter(
+        status__in=(RefundStatus.REQUESTED, RefundStatus.UNKNOWN, RefundStatus.OVER_REFUNDED)
+    ).count()
+    return str(count) if count else ""
+

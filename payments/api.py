@@ -3,18 +3,18 @@
 import datetime as dt
 from decimal import Decimal
 
-from django.core.cache import cache
 from django.shortcuts import get_object_or_404
 from ninja import Field, Router, Schema, Status
 
+from common.phone import normalize_msisdn
 from payments import refunds, services
 from payments.daraja.codes import meaning_of
 from payments.exceptions import RefundPermissionDenied
 from payments.models import EventSource, Payment, PaymentMethod, PaymentStatus, Refund, RefundStatus
 from payments.schemas import PaymentOut
+from payments.selectors import payment_is_retryable
 
 router = Router(tags=["payments"])
-QUERY_THROTTLE_SECONDS = 5
 
 
 def payment_out(payment: Payment) -> dict:
@@ -30,12 +30,11 @@ def payment_out(payment: Payment) -> dict:
         "amount": float(payment.amount),
         "currency": payment.currency,
         "phone": payment.masked_phone,
-        "checkoutRequestId": payment.checkout_request_id,
         "mpesaReceiptNumber": payment.mpesa_receipt_number,
         "resultCode": payment.result_code or None,
         "resultDesc": payment.result_desc or None,
         "failureReason": failure_reason or None,
-        "retryable": payment.method == PaymentMethod.MPESA and payment.status == PaymentStatus.FAILED,
+        "retryable": payment_is_retryable(payment),
         "orderId": payment.order_id,
         "orderStatus": payment.order.status,
         "createdAt": payment.created_at,
@@ -57,7 +56,7 @@ def payment_status(request, payment_id: int):
 def payment_mpesa_status(request, payment_id: int):
     payment = get_object_or_404(visible_payments(request.auth), pk=payment_id, method=PaymentMethod.MPESA)
     # Spike Arrest protection: at most one query per payment every few seconds, whoever asks.
-    if payment.is_open and cache.add(f"stk-query-throttle:{payment.pk}", 1, timeout=QUERY_THROTTLE_SECONDS):
+    if payment.is_open and services.query_throttle_acquire(payment.pk):
         payment = services.payment_query_status(
             payment_id=payment.pk, source=EventSource.QUERY, actor=request.auth
         )
@@ -72,8 +71,6 @@ class RetryIn(Schema):
     "/{int:payment_id}/retry", response={201: PaymentOut}, summary="New attempt for a failed payment"
 )
 def payment_retry(request, payment_id: int, body: RetryIn | None = None):
-    from payments.daraja.phone import normalize_msisdn
-
     payment = get_object_or_404(visible_payments(request.auth), pk=payment_id)
     phone = normalize_msisdn(body.phone) if body and body.phone else None
     new = services.payment_retry(

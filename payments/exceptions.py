@@ -35,6 +35,25 @@ class IllegalTransition(PaymentError):
     http_status = 409
 
 
+class PaymentInvalid(PaymentError):
+    """Input a staff action needs is missing or wrong (a note, a receipt number)."""
+
+    code = "invalid"
+    http_status = 400
+
+
+class ReceiptInUse(PaymentError):
+    """An M-Pesa receipt belongs to one payment only."""
+
+    code = "receipt_in_use"
+    http_status = 409
+
+
+class PaymentPermissionDenied(PaymentError):
+    code = "forbidden"
+    http_status = 403
+
+
 # --- refunds ---------------------------------------------------------------------------------------
 class RefundNotFound(PaymentError):
     code = "not_found"
@@ -67,9 +86,8 @@ class RefundMethodUnavailable(PaymentError):
     http_status = 400
 
 
-class RefundPermissionDenied(PaymentError):
-    code = "forbidden"
-    http_status = 403
+class RefundPermissionDenied(PaymentPermissionDenied):
+    pass
 
 
 class RefundsNotConfigured(PaymentError):

@@ -7,6 +7,8 @@ from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import F, Q
 
+from common.phone import mask_msisdn
+
 
 class PaymentMethod(models.TextChoices):
     MPESA = "mpesa", "M-Pesa"
@@ -83,6 +85,11 @@ class Payment(models.Model):
     refunded_amount = models.DecimalField(max_digits=12, decimal_places=2, default=Decimal("0"))
     query_count = models.PositiveIntegerField(default=0)
     next_query_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    query_failing = models.BooleanField(
+        default=False,
+        help_text="The last STK Query got no answer (5xx, Spike Arrest, timeout): the attempt stays open and "
+        "is asked again; it is never expired on an unanswered question.",
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
     initiated_at = models.DateTimeField(null=True, blank=True)
@@ -105,7 +112,14 @@ class Payment(models.Model):
                 name="payment_one_open_attempt_per_order",
             ),
         ]
-        permissions = [("review_payment", "Can resolve payments that need review")]
+        permissions = [
+            ("review_payment", "Can resolve payments that need review"),
+            ("query_payment", "Can ask M-Pesa about a payment or refund now"),
+            ("retry_payment", "Can send a new M-Pesa prompt for a failed payment"),
+            ("collect_payment", "Can record cash on delivery as collected or not collected"),
+            ("enter_receipt", "Can enter the M-Pesa receipt of a payment"),
+            ("attach_callback", "Can attach an unmatched callback to a payment"),
+        ]
 
     def __str__(self) -> str:
         return f"Payment #{self.pk} · {self.get_method_display()} KES {self.amount} · {self.get_status_display()}"
@@ -120,14 +134,11 @@ class Payment(models.Model):
 
     @property
     def masked_phone(self) -> str:
-        from payments.daraja.phone import mask_msisdn
-
         return mask_msisdn(self.phone)
 
 
 class EventKind(models.TextChoices):
     CREATED = "created", "Created"
-    PUSH_SENT = "push_sent", "STK push sent"
     PUSH_ACCEPTED = "push_accepted", "STK push accepted"
     PUSH_REJECTED = "push_rejected", "STK push rejected"
     PUSH_UNKNOWN = "push_unknown", "STK push outcome unknown"
@@ -136,12 +147,14 @@ class EventKind(models.TextChoices):
     IGNORED_LATE_EVENT = "ignored_late_event", "Late result ignored"
     DISAGREEMENT = "disagreement", "Sources disagree"
     NEEDS_REVIEW = "needs_review", "Sent to review"
-    QUERY_SENT = "query_sent", "STK Query sent"
     QUERY_PENDING = "query_pending", "STK Query: still processing"
     QUERY_FAILED = "query_failed", "STK Query failed"
     EXPIRED = "expired", "Expired"
-    STATUS_CHANGED = "status_changed", "Status changed"
     COLLECTED = "collected", "Cash collected"
+    NOT_COLLECTED = "not_collected", "Cash not collected"
+    RECEIPT_ENTERED = "receipt_entered", "Receipt entered by staff"
+    CALLBACK_ATTACHED = "callback_attached", "Unmatched callback attached"
+    QUERY_REQUESTED = "query_requested", "STK Query requested"
     REVIEW_RESOLVED = "review_resolved", "Review resolved"
     REFUNDED = "refunded", "Refund paid out"
     NOTE = "note", "Note"
@@ -213,7 +226,6 @@ class InboxKind(models.TextChoices):
 class InboxStatus(models.TextChoices):
     RECEIVED = "received", "Received"
     PROCESSED = "processed", "Processed"
-    DUPLICATE = "duplicate", "Duplicate"
     UNMATCHED = "unmatched", "Unmatched"
     REJECTED = "rejected", "Rejected"
     FAILED = "failed", "Processing failed"
@@ -246,11 +258,18 @@ class CallbackInbox(models.Model):
         default=0, help_text="Byte-identical copies received after this one was processed (not stored again)."
     )
     last_received_at = models.DateTimeField(null=True, blank=True, help_text="When the last copy arrived.")
+    claimed = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="What an unauthenticated callback claims (receipt, amount, date): kept here as evidence, "
+        "never copied onto a payment.",
+    )
 
     class Meta:
         ordering = ["-received_at", "-id"]
         verbose_name = "callback inbox entry"
         verbose_name_plural = "callback inbox"
+        permissions = [("reprocess_inbox", "Can process a callback inbox entry again")]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} #{self.pk} {self.status}"
@@ -266,6 +285,7 @@ class RefundStatus(models.TextChoices):
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"
     UNKNOWN = "unknown", "Outcome unknown"
+    OVER_REFUNDED = "over_refunded", "Succeeded, over-refund: recover from customer"
 
 
 # Money may still move for these: at most one per payment, and they count against what can be refunded.
@@ -312,7 +332,7 @@ class Refund(models.Model):
     originator_conversation_id = models.CharField(max_length=128, blank=True, db_index=True)
     conversation_id = models.CharField(max_length=64, blank=True, db_index=True)
     transaction_id = models.CharField(
-        max_length=32, blank=True, help_text="M-Pesa receipt of the reversal or B2C payment."
+        max_length=32, blank=True, help_text="M-Pesa receipt of the reversal or B2C payment (unique when set)."
     )
     result_code = models.CharField(max_length=16, blank=True)
     result_desc = models.CharField(max_length=512, blank=True)
@@ -340,8 +360,15 @@ class Refund(models.Model):
                 condition=Q(status__in=["requested", "approved", "submitting", "submitted", "unknown"]),
                 name="refund_one_in_flight_per_payment",
             ),
+            # One M-Pesa receipt is one refund, like a payment's receipt.
+            models.UniqueConstraint(
+                fields=["transaction_id"], condition=~Q(transaction_id=""), name="refund_transaction_id_unique"
+            ),
         ]
-        permissions = [("approve_refund", "Can approve refunds above the approval threshold")]
+        permissions = [
+            ("approve_refund", "Can approve refunds above the approval threshold"),
+            ("resolve_refund", "Can settle a refund whose outcome is unknown (send again, resolve by hand)"),
+        ]
 
     def __str__(self) -> str:
         return f"Refund #{self.pk} KES {self.amount} {self.status}"
@@ -368,6 +395,7 @@ class RefundEventKind(models.TextChoices):
     DUPLICATE_RESULT = "duplicate_result", "Duplicate result"
     DISAGREEMENT = "disagreement", "Sources disagree"
     RESOLVED = "resolved", "Resolved by staff"
+    OVER_REFUNDED = "over_refunded", "Paid out beyond what was paid"
     NOTE = "note", "Note"
 
 

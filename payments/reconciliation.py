@@ -1,20 +1,25 @@
 """What callbacks miss, the sweepers find: scheduled every minute (payments/schedules.py).
 
-- Attempts still `initiated` are asked with STK Query once `next_query_at` is due (MPESA_FIRST_QUERY_DELAY after
-  the push), with a doubling interval. "Being processed", Spike Arrest and 5xx leave them as they are; a
-  final answer goes through payment_apply_result (source `query`), like a callback. At the deadline
-  (MPESA_PAYMENT_DEADLINE after initiated_at) the attempt is asked once more and, unless that answer is
-  final, it becomes `failed` (expired). A success arriving later still lands in review (late_payment).
+- Attempts still `initiated` are asked with STK Query once `next_query_at` is due (MPESA_FIRST_QUERY_DELAY
+  after the push), with a doubling interval capped at MPESA_QUERY_INTERVAL_MAX. The sweep only claims due
+  attempts (pushing `next_query_at` back, so overlapping sweeps or clusters ask once) and hands each to
+  its own task: a slow Daraja slows settlement but never pushes a sweep past its task timeout.
+- "Being processed" leaves an attempt as it is; a final answer goes through payment_apply_result (source
+  `query`), like a callback. At the deadline (MPESA_PAYMENT_DEADLINE after initiated_at) an attempt that
+  Daraja still says is being processed becomes `failed` (expired). One whose question got no answer (5xx,
+  Spike Arrest, timeout) is never expired on that: it stays open, flagged `query_failing`, and is asked
+  again with the capped backoff. A success arriving after expiry still lands in review (late_payment).
 - Attempts stuck in `pending` (the process stopped between committing the attempt and hearing back from the
   push) have no CheckoutRequestID, so they cannot be queried: after MPESA_PENDING_TIMEOUT they become
   `failed` (failure class unknown), which keeps the order payable. If the push did reach Daraja after all,
-  its callback cannot be matched and waits in the inbox as unmatched, for staff.
+  its callback waits in the inbox as unmatched, where staff can attach it.
 - Inbox rows a dead worker left `received`, and `failed` or `unmatched` ones, are processed again, at most
-  INBOX_MAX_ATTEMPTS times each.
+  INBOX_MAX_ATTEMPTS times each; after that they show as needing attention.
 """
 
 import datetime as dt
 import logging
+import time
 
 from django.conf import settings
 from django.db import transaction
@@ -22,23 +27,27 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from payments import services
+from payments.inbox import inbox_process
 from payments.models import (
     CallbackInbox,
     EventKind,
     EventSource,
     FailureClass,
-    InboxKind,
     InboxStatus,
     Payment,
     PaymentMethod,
     PaymentStatus,
 )
-from payments.refunds import async_inbox_process
+from payments.state import lock_payment, payment_transition
 
 logger = logging.getLogger(__name__)
 
 SWEEP_BATCH = 200
-STK_KINDS = (InboxKind.STK_CALLBACK, InboxKind.STK_CALLBACK_LEGACY)
+
+
+def sweep_time_budget() -> float:
+    """Seconds a sweep may spend: half the task timeout, whatever the database or Daraja are doing."""
+    return settings.Q_CLUSTER.get("timeout", 60) / 2
 
 
 def payment_deadline(payment: Payment) -> dt.datetime:
@@ -47,15 +56,13 @@ def payment_deadline(payment: Payment) -> dt.datetime:
 
 
 def _next_query_at(*, now: dt.datetime, query_count: int, deadline: dt.datetime) -> dt.datetime:
-    interval = min(
-        settings.MPESA_QUERY_INTERVAL * 2 ** min(query_count, 16), settings.MPESA_QUERY_INTERVAL_MAX
-    )
+    interval = min(settings.MPESA_QUERY_INTERVAL * 2 ** min(query_count, 16), settings.MPESA_QUERY_INTERVAL_MAX)
     next_at = now + dt.timedelta(seconds=interval)
     # The last question is asked at the deadline itself, not up to an interval after it.
     return min(next_at, deadline) if now < deadline else next_at
 
 
-def _claim_query(payment: Payment, now: dt.datetime) -> bool:
+def payment_query_claim(payment: Payment, now: dt.datetime) -> bool:
     """Push next_query_at back before asking, so overlapping sweeps (or clusters) ask only once."""
     next_at = _next_query_at(now=now, query_count=payment.query_count, deadline=payment_deadline(payment))
     return bool(
@@ -66,28 +73,37 @@ def _claim_query(payment: Payment, now: dt.datetime) -> bool:
 
 
 def payment_reconcile(*, payment_id: int, now: dt.datetime | None = None) -> Payment:
-    """One sweeper step for an initiated attempt: query it, and expire it once past the deadline."""
-    now = now or timezone.now()
+    """One sweeper step for a claimed initiated attempt: ask Daraja, and expire it at the deadline when
+    Daraja answered that it is still being processed."""
     payment = Payment.objects.get(pk=payment_id)
     if payment.status != PaymentStatus.INITIATED or payment.method != PaymentMethod.MPESA:
         return payment
-    if not _claim_query(payment, now):
-        return Payment.objects.get(pk=payment_id)
     # A final answer here (success above all) wins over expiry.
     payment = services.payment_query_status(payment_id=payment_id, source=EventSource.QUERY)
-    if payment.status == PaymentStatus.INITIATED and now >= payment_deadline(payment):
+    now = now or timezone.now()
+    if payment.status == PaymentStatus.INITIATED and not payment.query_failing and now >= payment_deadline(payment):
         payment = payment_expire(payment_id=payment_id, now=now)
     return payment
 
 
+def payment_reconcile_enqueue(*, payment_id: int) -> None:
+    from django_q.tasks import async_task
+
+    try:
+        async_task("payments.tasks.payment_reconcile", payment_id, task_name=f"reconcile-{payment_id}")
+    except Exception:
+        # Claimed but not queued: it is due again at its new next_query_at.
+        logger.exception("Could not enqueue the STK Query of payment #%s", payment_id)
+
+
 @transaction.atomic
 def payment_expire(*, payment_id: int, now: dt.datetime | None = None) -> Payment:
-    """No final answer by the deadline: the prompt is gone, the attempt failed and the order stays payable."""
+    """Past the deadline and still "being processed": the prompt is gone, the order stays payable."""
     now = now or timezone.now()
-    payment = services._locked(payment_id)
-    if payment.status != PaymentStatus.INITIATED or now < payment_deadline(payment):
+    payment = lock_payment(payment_id)
+    if payment.status != PaymentStatus.INITIATED or payment.query_failing or now < payment_deadline(payment):
         return payment
-    services._transition(
+    payment_transition(
         payment,
         PaymentStatus.FAILED,
         kind=EventKind.EXPIRED,
@@ -104,7 +120,7 @@ def payment_expire(*, payment_id: int, now: dt.datetime | None = None) -> Paymen
 def payment_abandon_push(*, payment_id: int, now: dt.datetime | None = None) -> Payment:
     """A pending M-Pesa attempt whose push never got an answer recorded (the process stopped mid-push)."""
     now = now or timezone.now()
-    payment = services._locked(payment_id)
+    payment = lock_payment(payment_id)
     cutoff = now - dt.timedelta(seconds=settings.MPESA_PENDING_TIMEOUT)
     if (
         payment.status != PaymentStatus.PENDING
@@ -112,7 +128,7 @@ def payment_abandon_push(*, payment_id: int, now: dt.datetime | None = None) -> 
         or payment.created_at > cutoff
     ):
         return payment
-    services._transition(
+    payment_transition(
         payment,
         PaymentStatus.FAILED,
         kind=EventKind.PUSH_UNKNOWN,
@@ -126,34 +142,29 @@ def payment_abandon_push(*, payment_id: int, now: dt.datetime | None = None) -> 
 
 
 def payments_sweep(*, now: dt.datetime | None = None) -> dict:
-    """The status sweeper: query due initiated attempts, expire them at the deadline, settle stuck pushes."""
+    """The status sweeper: hand due initiated attempts to their query tasks, settle stuck pushes."""
     now = now or timezone.now()
-    counts = {"queried": 0, "completed": 0, "failed": 0, "expired": 0, "abandoned": 0}
+    stop_at = time.monotonic() + sweep_time_budget()
+    counts = {"claimed": 0, "abandoned": 0}
     due = (
         Payment.objects.filter(method=PaymentMethod.MPESA, status=PaymentStatus.INITIATED)
         .filter(Q(next_query_at__lte=now) | Q(next_query_at__isnull=True))
         .order_by(F("next_query_at").asc(nulls_first=True), "pk")
-        .values_list("pk", flat=True)[:SWEEP_BATCH]
+        .only("pk", "next_query_at", "query_count", "initiated_at", "created_at")[:SWEEP_BATCH]
     )
-    for payment_id in list(due):
-        try:
-            payment = payment_reconcile(payment_id=payment_id, now=now)
-        except Exception:
-            # One bad row must not stop the sweep; the error is in the log and the row is asked again later.
-            logger.exception("Reconciling payment #%s failed", payment_id)
-            continue
-        counts["queried"] += 1
-        if payment.status == PaymentStatus.FAILED and payment.failure_class == FailureClass.EXPIRED:
-            counts["expired"] += 1
-        elif payment.status in (PaymentStatus.COMPLETED, PaymentStatus.NEEDS_REVIEW):
-            counts["completed"] += 1
-        elif payment.status == PaymentStatus.FAILED:
-            counts["failed"] += 1
+    for payment in list(due):
+        if time.monotonic() > stop_at:
+            break
+        if payment_query_claim(payment, now):
+            counts["claimed"] += 1
+            payment_reconcile_enqueue(payment_id=payment.pk)
     cutoff = now - dt.timedelta(seconds=settings.MPESA_PENDING_TIMEOUT)
     stuck = Payment.objects.filter(
         method=PaymentMethod.MPESA, status=PaymentStatus.PENDING, created_at__lte=cutoff
     ).values_list("pk", flat=True)[:SWEEP_BATCH]
     for payment_id in list(stuck):
+        if time.monotonic() > stop_at:
+            break
         try:
             payment = payment_abandon_push(payment_id=payment_id, now=now)
         except Exception:
@@ -166,6 +177,7 @@ def payments_sweep(*, now: dt.datetime | None = None) -> dict:
 def inbox_sweep(*, now: dt.datetime | None = None) -> dict:
     """Process again what a dead worker left behind, and failed or unmatched rows, a bounded number of times."""
     now = now or timezone.now()
+    stop_at = time.monotonic() + sweep_time_budget()
     cutoff = now - dt.timedelta(seconds=settings.INBOX_RETRY_AFTER)
     rows = (
         CallbackInbox.objects.filter(attempts__lt=settings.INBOX_MAX_ATTEMPTS)
@@ -175,15 +187,14 @@ def inbox_sweep(*, now: dt.datetime | None = None) -> dict:
             | Q(status=InboxStatus.UNMATCHED, received_at__lte=cutoff)
         )
         .order_by("received_at", "pk")
-        .values_list("pk", "kind")[:SWEEP_BATCH]
+        .values_list("pk", flat=True)[:SWEEP_BATCH]
     )
     counts = {"reprocessed": 0, "processed": 0}
-    for inbox_id, kind in list(rows):
+    for inbox_id in list(rows):
+        if time.monotonic() > stop_at:
+            break
         try:
-            if kind in STK_KINDS:
-                inbox = services.callback_inbox_process(inbox_id=inbox_id)
-            else:
-                inbox = async_inbox_process(inbox_id=inbox_id)
+            inbox = inbox_process(inbox_id=inbox_id)
         except Exception:
             logger.exception("Reprocessing inbox #%s failed", inbox_id)
             continue

@@ -10,7 +10,6 @@ class PaymentOut(Schema):
     amount: float
     currency: str
     phone: str
-    checkoutRequestId: str | None
     mpesaReceiptNumber: str | None
     resultCode: str | None
     resultDesc: str | None

@@ -1,10 +1,22 @@
 """django-q2 entry points: module-level, JSON-able arguments and results, one service call each."""
 
-from payments import reconciliation, refunds
+from payments import reconciliation, refunds, services
 
 
-def refund_submit(refund_id: int) -> str:
-    return refunds.refund_submit(refund_id=refund_id).status
+def refund_submit(refund_id: int, claimed: bool = False) -> str:
+    return refunds.refund_submit(refund_id=refund_id, claimed=claimed).status
+
+
+def refund_check_status(refund_id: int) -> str:
+    return refunds.refund_check_status(refund_id=refund_id, claimed=True).status
+
+
+def payment_reconcile(payment_id: int) -> str:
+    return reconciliation.payment_reconcile(payment_id=payment_id).status
+
+
+def payment_query(payment_id: int) -> str:
+    return services.payment_query_status(payment_id=payment_id).status
 
 
 def reconcile_payments() -> dict:

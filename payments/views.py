@@ -14,7 +14,7 @@ from django.http import HttpRequest, JsonResponse
 from django.utils.log import log_response
 from django.views.decorators.csrf import csrf_exempt
 
-from payments import refunds, services
+from payments import inbox as inbox_service
 from payments.callback_urls import token_matches
 from payments.models import InboxKind, InboxStatus
 
@@ -24,8 +24,10 @@ ACK = {"ResultCode": 0, "ResultDesc": "Accepted"}
 KEPT_HEADERS = ("CONTENT_TYPE", "CONTENT_LENGTH", "HTTP_USER_AGENT", "HTTP_X_FORWARDED_FOR", "HTTP_HOST")
 
 
-def _refuse(status: int, desc: str) -> JsonResponse:
-    return JsonResponse({"ResultCode": 1, "ResultDesc": desc}, status=status)
+def _refuse(status: int, desc: str, code: str = "rejected") -> JsonResponse:
+    # Daraja reads ResultCode/ResultDesc; the API's standard error body rides along for everyone else.
+    body = {"ResultCode": 1, "ResultDesc": desc, "error": {"code": code, "message": desc, "fields": {}}}
+    return JsonResponse(body, status=status)
 
 
 def client_ip(request: HttpRequest) -> str | None:
@@ -76,9 +78,9 @@ def _read_capped(request: HttpRequest) -> tuple[bytes, int] | None:
     return body, len(body)
 
 
-def receive(request: HttpRequest, *, kind: str, token: str | None, process) -> JsonResponse:
-    """The shared front door of every Daraja endpoint; `process(inbox_id)` applies a stored body."""
-    response = _receive(request, kind=kind, token=token, process=process)
+def receive(request: HttpRequest, *, kind: str, token: str | None) -> JsonResponse:
+    """The shared front door of every Daraja endpoint: store, then process by kind (payments.inbox)."""
+    response = _receive(request, kind=kind, token=token)
     if response.status_code >= 400:
         # Logged here, with the URL secret masked: Django's own line would be "Bad Request: <full path>"
         # (and carry the request to error reporters), putting the callback token in the logs.
@@ -90,19 +92,19 @@ def _masked_path(request: HttpRequest, token: str | None) -> str:
     return request.path.replace(token, "<token>") if token else request.path
 
 
-def _receive(request: HttpRequest, *, kind: str, token: str | None, process) -> JsonResponse:
+def _receive(request: HttpRequest, *, kind: str, token: str | None) -> JsonResponse:
     if request.method != "POST":
-        response = _refuse(405, "Method not allowed")
+        response = _refuse(405, "Method not allowed", "method_not_allowed")
         response["Allow"] = "POST"
         return response
     if token is not None and not token_matches(token):
-        return _refuse(404, "Not found")
+        return _refuse(404, "Not found", "not_found")
     ip = client_ip(request)
     content_type = request.META.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
     try:
         read = _read_capped(request)
         if read is None:
-            services.callback_inbox_store(
+            inbox_service.inbox_store(
                 kind=kind,
                 body=b"",
                 headers=_headers(request),
@@ -111,10 +113,10 @@ def _receive(request: HttpRequest, *, kind: str, token: str | None, process) -> 
                 status=InboxStatus.REJECTED,
                 error="Body larger than MPESA_CALLBACK_MAX_BYTES; not stored.",
             )
-            return _refuse(413, "Body too large")
+            return _refuse(413, "Body too large", "payload_too_large")
         body, _size = read
         if content_type not in ("application/json", ""):
-            services.callback_inbox_store(
+            inbox_service.inbox_store(
                 kind=kind,
                 body=body,
                 headers=_headers(request),
@@ -123,10 +125,10 @@ def _receive(request: HttpRequest, *, kind: str, token: str | None, process) -> 
                 status=InboxStatus.REJECTED,
                 error=f"Unsupported Content-Type {content_type!r}",
             )
-            return _refuse(415, "Content-Type must be application/json")
+            return _refuse(415, "Content-Type must be application/json", "unsupported_media_type")
         if not ip_allowed(ip):
             # Quarantined, not dropped: if Safaricom's addresses change, staff can reprocess it.
-            services.callback_inbox_store(
+            inbox_service.inbox_store(
                 kind=kind,
                 body=body,
                 headers=_headers(request),
@@ -136,7 +138,7 @@ def _receive(request: HttpRequest, *, kind: str, token: str | None, process) -> 
                 error="Source IP not in MPESA_CALLBACK_ALLOWED_IPS",
             )
             logger.warning("Daraja request from a source outside the allowlist quarantined")
-            return _refuse(403, "Forbidden")
+            return _refuse(403, "Forbidden", "forbidden")
         try:
             json.loads(body)
             malformed = ""
@@ -144,10 +146,10 @@ def _receive(request: HttpRequest, *, kind: str, token: str | None, process) -> 
             malformed = "Body is not JSON"
         if not body.strip():
             malformed = "Empty body"
-        if not malformed and services.callback_inbox_collapse_duplicate(kind=kind, body=body):
+        if not malformed and inbox_service.inbox_collapse_duplicate(kind=kind, body=body):
             # A byte-identical repeat of a request already processed: counted on the first row, not stored.
             return JsonResponse(ACK)
-        inbox = services.callback_inbox_store(
+        inbox = inbox_service.inbox_store(
             kind=kind,
             body=body,
             headers=_headers(request),
@@ -157,45 +159,38 @@ def _receive(request: HttpRequest, *, kind: str, token: str | None, process) -> 
             error=malformed,
         )
         if malformed:
-            return _refuse(400, malformed)
-        inbox = process(inbox.pk)
+            return _refuse(400, malformed, "malformed")
+        inbox = inbox_service.inbox_process(inbox_id=inbox.pk)
     except DatabaseError:
         logger.exception("Database unavailable while receiving a Daraja request")
         # 503, not 200: a sender that retries should retry; reconciliation covers one that doesn't.
-        return _refuse(503, "Temporarily unavailable")
+        return _refuse(503, "Temporarily unavailable", "unavailable")
     if inbox.status == InboxStatus.REJECTED:
         return _refuse(400, inbox.error.splitlines()[0][:200] if inbox.error else "Rejected")
     return JsonResponse(ACK)
 
 
-def _process_stk(inbox_id: int):
-    return services.callback_inbox_process(inbox_id=inbox_id)
-
-
 @csrf_exempt
 def stk_callback(request: HttpRequest, token: str) -> JsonResponse:
-    return receive(request, kind=InboxKind.STK_CALLBACK, token=token, process=_process_stk)
+    return receive(request, kind=InboxKind.STK_CALLBACK, token=token)
 
 
 @csrf_exempt
 def stk_callback_legacy(request: HttpRequest) -> JsonResponse:
-    """The original service's path, `POST /api/v1/payments/mpesa/callback`; successes are confirmed by query."""
+    """The original service's path, `POST /api/v1/payments/mpesa/callback`: it has no secret, so whatever
+    arrives here only makes us ask Daraja (STK Query) about that CheckoutRequestID."""
     if not settings.MPESA_LEGACY_CALLBACK_ENABLED:
-        return _refuse(404, "Not found")
-    return receive(request, kind=InboxKind.STK_CALLBACK_LEGACY, token=None, process=_process_stk)
-
-
-def _process_async(inbox_id: int):
-    return refunds.async_inbox_process(inbox_id=inbox_id)
+        return _refuse(404, "Not found", "not_found")
+    return receive(request, kind=InboxKind.STK_CALLBACK_LEGACY, token=None)
 
 
 @csrf_exempt
 def daraja_result(request: HttpRequest, token: str) -> JsonResponse:
     """ResultURL of Reversal, B2C and Transaction Status."""
-    return receive(request, kind=InboxKind.RESULT, token=token, process=_process_async)
+    return receive(request, kind=InboxKind.RESULT, token=token)
 
 
 @csrf_exempt
 def daraja_queue_timeout(request: HttpRequest, token: str) -> JsonResponse:
     """QueueTimeOutURL: the request waited too long in Daraja's queue; its outcome is unknown, not failed."""
-    return receive(request, kind=InboxKind.QUEUE_TIMEOUT, token=token, process=_process_async)
+    return receive(request, kind=InboxKind.QUEUE_TIMEOUT, token=token)

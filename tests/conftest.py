@@ -209,8 +209,10 @@ class FakeDaraja:
 
     @staticmethod
     def _reply(reply):
-        if isinstance(reply, BaseException):
+        if isinstance(reply, Exception):
             return reply
+        if isinstance(reply, BaseException):
+            raise reply  # the request reached Daraja and the process died waiting (SystemExit, ...)
         status, body = reply
         text = body if isinstance(body, str) else json.dumps(body)
         return status, {"Content-Type": "application/json"}, text

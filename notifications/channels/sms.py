@@ -21,7 +21,7 @@ from africastalking.Service import AfricasTalkingException
 from django.conf import settings
 
 from notifications.channels import OutcomeUnknownError, PermanentSendError, SendResult, TransientSendError
-from payments.daraja.phone import e164, mask_msisdn
+from common.phone import e164, mask_msisdn
 
 logger = logging.getLogger(__name__)
 

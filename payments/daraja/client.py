@@ -9,6 +9,8 @@ import base64
 import datetime as dt
 import hashlib
 import logging
+import os
+import threading
 import time
 from decimal import ROUND_CEILING, Decimal
 
@@ -25,7 +27,7 @@ from payments.daraja.errors import (
     DarajaRejected,
     DarajaUnavailable,
 )
-from payments.daraja.phone import mask_msisdn
+from common.phone import mask_msisdn
 from payments.daraja.results import NAIROBI, StkPushAccepted, StkQueryAnswer, result_code_str
 from payments.daraja.security import security_credential
 
@@ -124,9 +126,15 @@ class DarajaClient:
         body = _json_or_none(response)
         if response.status_code != 200 or not isinstance(body, dict) or not body.get("access_token"):
             code, message = _error_of(body, response)
-            raise DarajaAuthError(
-                f"Daraja OAuth failed: {message}", error_code=code, http_status=response.status_code
-            )
+            status = response.status_code
+            text = f"Daraja OAuth failed: {message}"
+            # Only a refusal of our credentials is a configuration error; a busy or broken OAuth service
+            # is "try again later", like any other Daraja outage (a token request moves no money).
+            if status == 429 or code in BUSY_CODES:
+                raise DarajaBusy(text, error_code=code, http_status=status)
+            if status >= 500:
+                raise DarajaUnavailable(text, error_code=code, http_status=status)
+            raise DarajaAuthError(text, error_code=code, http_status=status)
         try:
             lifetime = int(body.get("expires_in", 3599))  # arrives as a string ("3599") in real traffic
         except (TypeError, ValueError):
@@ -381,5 +389,23 @@ def _classify_failure(response: requests.Response, body, *, what: str) -> Except
     return DarajaOutcomeUnknown(text, error_code=code, http_status=status, body=body)
 
 
+_process_client: tuple[int, DarajaClient] | None = None
+_process_client_lock = threading.Lock()
+
+
 def get_client() -> DarajaClient:
-    return DarajaClient()
+    """The process's one client, so its requests.Session keeps connections to Daraja open between calls.
+
+    Created lazily and again after a fork (gunicorn and qcluster fork workers: a connection pool must never
+    be shared across processes). requests.Session is used from several threads here (gunicorn --threads):
+    its urllib3 pool is thread-safe and Daraja sets no cookies we would keep.
+    """
+    global _process_client
+    current = _process_client
+    if current is None or current[0] != os.getpid():
+        with _process_client_lock:
+            current = _process_client
+            if current is None or current[0] != os.getpid():
+                current = (os.getpid(), DarajaClient())
+                _process_client = current
+    return current[1]

@@ -1,6 +1,7 @@
 """Daraja's STK results as typed values, parsed from Safaricom's payload shapes (daraja.md §3, §4)."""
 
 import datetime as dt
+import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from zoneinfo import ZoneInfo
@@ -44,6 +45,15 @@ def result_code_str(value) -> str:
     if not text or len(text) > 16 or not text.isprintable():
         raise CallbackFormatError("ResultCode is not a result code.")
     return text
+
+
+RECEIPT_PATTERN = re.compile(r"^[A-Z0-9]{8,20}$")
+
+
+def clean_receipt_number(value: str) -> str:
+    """An M-Pesa receipt number as staff type it ("nlj7rt61sv ") -> "NLJ7RT61SV"; "" when it is not one."""
+    text = "".join(str(value or "").split()).upper()
+    return text if RECEIPT_PATTERN.match(text) else ""
 
 
 def parse_amount(value) -> Decimal | None:

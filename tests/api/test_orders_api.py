@@ -45,7 +45,8 @@ def test_original_body_is_accepted_and_answered_in_camel_case(fake_daraja, api_c
     assert payment["status"] == "initiated"
     assert payment["method"] == "mpesa"
     assert payment["amount"] == 900.0
-    assert payment["checkoutRequestId"].startswith("ws_CO_")
+    assert "checkoutRequestId" not in payment and "checkoutRequestId" not in order["payments"][0]
+    assert Payment.objects.get(pk=payment["id"]).checkout_request_id.startswith("ws_CO_")
     assert payment["mpesaReceiptNumber"] is None
     assert payment["orderId"] == order["id"]
     assert payment["orderStatus"] == "PENDING"

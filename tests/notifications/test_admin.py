@@ -46,7 +46,9 @@ def test_resend_needs_the_permission(client, django_user_model, paid):
     client.force_login(clerk)
     notification = Notification.objects.filter(channel="sms", event="payment_completed").get()
 
-    response = client.get(reverse("admin:notifications_notification_resend", args=[notification.pk]))
+    response = client.post(
+        reverse("admin:notifications_notification_resend", args=[notification.pk]), {"_form_submitted": "True"}
+    )
 
     assert response.status_code == 403
     assert Notification.objects.get(pk=notification.pk).resend_count == 0
@@ -58,11 +60,11 @@ def test_resend_action_sends_again_and_records_who(
     notification = Notification.objects.filter(channel="sms", event="payment_completed").get()
 
     with django_capture_on_commit_callbacks(execute=True):
-        response = admin_client.get(
-            reverse("admin:notifications_notification_resend", args=[notification.pk])
+        response = admin_client.post(
+            reverse("admin:notifications_notification_resend", args=[notification.pk]), {"_form_submitted": "True"}
         )
 
-    assert response.status_code == 302
+    assert response["HX-Redirect"] == reverse("admin:notifications_notification_change", args=[notification.pk])
     notification.refresh_from_db()
     assert notification.status == NS.SENT and notification.resent_by == admin_user
     assert NotificationAttempt.objects.filter(notification=notification, outcome="sent").count() == 2

@@ -7,6 +7,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 from django.contrib.auth.models import Permission
@@ -138,7 +139,7 @@ class FakeResultApis:
         self.replies: dict[str, list] = {REVERSAL: [], B2C: [], STATUS: []}
         self.calls: dict[str, list[dict]] = {REVERSAL: [], B2C: [], STATUS: []}
         self.acks: dict[str, list[dict]] = {REVERSAL: [], B2C: [], STATUS: []}
-        self.on_call = None  # optional hook(path, body) run before answering
+        self.on_call = None  # optional hook(path, body, ack) run before answering; it may raise
         self._ids = itertools.count(1)
         for path in (REVERSAL, B2C, STATUS):
             mock.add_callback("POST", FAKE_DARAJA_URL + path, callback=self._handler(path))
@@ -199,4 +200,20 @@ def maker(django_user_model):
 
 @pytest.fixture
 def checker(django_user_model):
-    return staff_user(django_user_model, "checker", "add_refund", "approve_refund")
+    return staff_user(
+        django_user_model, "checker", "add_refund", "approve_refund", "resolve_refund", "query_payment"
+    )
+
+
+def die_after_daraja_accepts(path, body, ack):
+    """FakeResultApis.on_call: Daraja took the request and answered; our worker died reading the answer."""
+    raise SystemExit("worker killed after Daraja accepted the request")
+
+
+class DiesAfterDarajaAnswers(requests.adapters.HTTPAdapter):
+    """A transport that sends the request for real, then dies before the answer reaches our code: a worker
+    killed after Daraja accepted. Mount it on the process's Daraja session for one URL prefix."""
+
+    def send(self, request, *args, **kwargs):
+        super().send(request, *args, **kwargs)
+        raise RuntimeError("worker died after Daraja accepted the request")

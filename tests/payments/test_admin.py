@@ -6,6 +6,7 @@ from django.urls import reverse
 from orders.models import OrderStatus
 from payments.callback_urls import callback_token
 from payments.models import CallbackInbox, EventKind, EventSource, InboxStatus, PaymentEvent, PaymentStatus
+from tests.admin_support import post_action
 from tests.conftest import stk_callback
 
 
@@ -72,11 +73,11 @@ def test_ask_mpesa_now_applies_the_stk_query_answer(admin_client, admin_user, fa
     _order, payment = place_order()
     fake_daraja.answer_query("0")
 
-    response = admin_client.get(reverse("admin:payments_payment_query_now", args=[payment.pk]), follow=True)
+    response, shown = post_action(admin_client, reverse("admin:payments_payment_query_now", args=[payment.pk]))
 
     assert response.status_code == 200
-    assert response.redirect_chain[-1][0] == reverse("admin:payments_payment_change", args=[payment.pk])
-    assert f"Payment #{payment.pk} is Completed." in [str(m) for m in response.context["messages"]]
+    assert response["HX-Redirect"] == reverse("admin:payments_payment_change", args=[payment.pk])
+    assert f"Payment #{payment.pk} is Completed." in shown
     payment.refresh_from_db()
     assert payment.status == PaymentStatus.COMPLETED
     assert payment.receipt_pending  # STK Query carries no receipt; the late callback fills it in
@@ -90,7 +91,7 @@ def test_ask_mpesa_now_while_the_customer_has_not_answered_keeps_the_payment_ope
 ):
     _order, payment = place_order()
 
-    response = admin_client.get(reverse("admin:payments_payment_query_now", args=[payment.pk]), follow=True)
+    response, _shown = post_action(admin_client, reverse("admin:payments_payment_query_now", args=[payment.pk]))
 
     assert response.status_code == 200
     payment.refresh_from_db()
@@ -103,12 +104,10 @@ def test_cash_collected_completes_a_cash_on_delivery_payment(
 ):
     _order, payment = place_order(method="cod", phone="")
 
-    response = admin_client.get(
-        reverse("admin:payments_payment_mark_collected", args=[payment.pk]), follow=True
-    )
+    response, shown = post_action(admin_client, reverse("admin:payments_payment_mark_collected", args=[payment.pk]))
 
     assert response.status_code == 200
-    assert "Cash on delivery recorded as collected." in [str(m) for m in response.context["messages"]]
+    assert "Cash on delivery recorded as collected." in shown
     payment.refresh_from_db()
     assert payment.status == PaymentStatus.COMPLETED
     assert payment.events.last().actor == admin_user
@@ -123,6 +122,7 @@ def test_cash_collected_is_neither_offered_nor_accepted_on_an_mpesa_payment(
     page = admin_client.get(reverse("admin:payments_payment_change", args=[payment.pk]))
     assert action_url not in page.content.decode()
     assert admin_client.get(action_url).status_code == 403
+    assert post_action(admin_client, action_url)[0].status_code == 403
     payment.refresh_from_db()
     assert payment.status == PaymentStatus.INITIATED
 
@@ -149,7 +149,7 @@ def test_quarantined_callback_can_be_processed_again_by_staff(
     )
     inbox = CallbackInbox.objects.get()
 
-    admin_client.get(reverse("admin:payments_callbackinbox_reprocess", args=[inbox.pk]))
+    post_action(admin_client, reverse("admin:payments_callbackinbox_reprocess", args=[inbox.pk]))
 
     inbox.refresh_from_db()
     assert inbox.status == InboxStatus.PROCESSED

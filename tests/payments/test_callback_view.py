@@ -1,4 +1,8 @@
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from django.urls import reverse
@@ -22,6 +26,10 @@ def initiated(fake_daraja, place_order):
     _order, payment = place_order()
     assert payment.status == PaymentStatus.INITIATED
     return payment
+
+
+def settings_dir() -> Path:
+    return Path(__file__).resolve().parents[2]
 
 
 def post(client, path, body, *, content_type="application/json", **extra):
@@ -418,69 +426,140 @@ def test_unparseable_forwarded_address_is_quarantined_when_an_allowlist_is_set(
     assert CallbackInbox.objects.get().status == InboxStatus.REJECTED
 
 
-# --- the original service's unauthenticated path ------------------------------------------------
-def test_legacy_path_success_counts_only_after_stk_query_confirms_it(client, initiated, fake_daraja):
+# --- the original service's unauthenticated path: only a trigger to ask Daraja ---------------------
+@pytest.fixture
+def legacy(client, django_capture_on_commit_callbacks):
+    """POST to the original path; what it hands to a worker after commit runs (tasks are synchronous)."""
+
+    def send(body):
+        with django_capture_on_commit_callbacks(execute=True):
+            return post(client, LEGACY_PATH, body)
+
+    return send
+
+
+def test_legacy_path_success_counts_only_as_daraja_confirms_it_and_its_receipt_is_not_trusted(
+    legacy, client, initiated, fake_daraja
+):
     fake_daraja.answer_query("0")
 
-    response = post(client, LEGACY_PATH, stk_callback(initiated.checkout_request_id))
+    response = legacy(stk_callback(initiated.checkout_request_id, receipt="FORGED1234"))
 
     assert acked(response)
     assert len(fake_daraja.queries) == 1
     assert fake_daraja.queries[0]["CheckoutRequestID"] == initiated.checkout_request_id
     initiated.refresh_from_db()
     assert initiated.status == PaymentStatus.COMPLETED
-    assert initiated.mpesa_receipt_number == "NLJ7RT61SV"
+    # The body's receipt, amount and date are a claim: kept on the inbox row, never on the payment.
+    assert initiated.mpesa_receipt_number is None
+    assert initiated.receipt_pending
+    assert initiated.transaction_date is None
     assert initiated.order.status == OrderStatus.CONFIRMED
-    assert CallbackInbox.objects.get().kind == InboxKind.STK_CALLBACK_LEGACY
+    inbox = CallbackInbox.objects.get()
+    assert inbox.kind == InboxKind.STK_CALLBACK_LEGACY
+    assert inbox.claimed["MpesaReceiptNumber"] == "FORGED1234"
+    assert initiated.events.get(kind=EventKind.RESULT_APPLIED).source == "query"
 
 
-def test_forged_legacy_success_contradicted_by_stk_query_does_not_pay(client, initiated, fake_daraja):
+def test_the_secret_url_callback_then_supplies_the_receipt(
+    legacy, client, callback_path, initiated, fake_daraja
+):
+    fake_daraja.answer_query("0")
+    legacy(stk_callback(initiated.checkout_request_id, receipt="FORGED1234"))
+
+    assert acked(
+        post(client, callback_path, stk_callback(initiated.checkout_request_id, receipt="NLJ7RT61SV"))
+    )
+
+    initiated.refresh_from_db()
+    assert (initiated.mpesa_receipt_number, initiated.receipt_pending) == ("NLJ7RT61SV", False)
+
+
+def test_forged_legacy_success_contradicted_by_stk_query_does_not_pay(legacy, client, initiated, fake_daraja):
     fake_daraja.answer_query("1032")
 
-    response = post(client, LEGACY_PATH, stk_callback(initiated.checkout_request_id))
+    response = legacy(stk_callback(initiated.checkout_request_id))
 
     assert response.status_code == 200
     initiated.refresh_from_db()
     assert initiated.status == PaymentStatus.FAILED
     assert initiated.mpesa_receipt_number is None
     assert initiated.order.status == OrderStatus.PENDING
-    assert initiated.events.filter(kind=EventKind.DISAGREEMENT).exists()
+
+
+def test_a_forged_failure_on_the_legacy_path_cannot_fail_a_payment(legacy, client, initiated, fake_daraja):
+    response = legacy(stk_callback(initiated.checkout_request_id, result_code=1032))
+
+    assert acked(response)
+    assert len(fake_daraja.queries) == 1  # a failure is asked about too; Daraja says still processing
+    initiated.refresh_from_db()
+    assert initiated.status == PaymentStatus.INITIATED
+    assert initiated.result_code == ""
 
 
 def test_forged_legacy_success_on_a_failed_payment_is_checked_and_changes_nothing(
-    client, initiated, fake_daraja
+    legacy, client, callback_path, initiated, fake_daraja
 ):
-    fake_daraja.answer_query("1032")
-    post(client, LEGACY_PATH, stk_callback(initiated.checkout_request_id, result_code=1032))
+    post(client, callback_path, stk_callback(initiated.checkout_request_id, result_code=1032))
     initiated.refresh_from_db()
     assert initiated.status == PaymentStatus.FAILED
+    fake_daraja.answer_query("1032")
 
-    response = post(client, LEGACY_PATH, stk_callback(initiated.checkout_request_id))
+    response = legacy(stk_callback(initiated.checkout_request_id))
 
-    assert response.status_code == 200
-    assert len(fake_daraja.queries) == 1  # the failure needed no confirmation; the success did
+    assert acked(response)
+    assert len(fake_daraja.queries) == 1  # money after a failure is worth asking about
     initiated.refresh_from_db()
     assert initiated.status == PaymentStatus.FAILED
     assert initiated.mpesa_receipt_number is None
 
 
-def test_legacy_success_stays_unconfirmed_while_the_customer_has_not_answered(client, initiated, fake_daraja):
-    before = state_of(initiated)
-
-    response = post(client, LEGACY_PATH, stk_callback(initiated.checkout_request_id))
+def test_legacy_success_stays_unconfirmed_while_the_customer_has_not_answered(
+    legacy, client, initiated, fake_daraja
+):
+    response = legacy(stk_callback(initiated.checkout_request_id))
 
     assert response.status_code == 200
-    assert state_of(initiated) == before
-    assert "Awaiting confirmation" in CallbackInbox.objects.get().error
+    initiated.refresh_from_db()
+    assert initiated.status == PaymentStatus.INITIATED
+    assert list(initiated.events.values_list("kind", flat=True))[-2:] == [
+        EventKind.QUERY_REQUESTED,
+        EventKind.QUERY_PENDING,
+    ]
 
 
-def test_legacy_path_can_be_switched_off(client, initiated, settings):
+def test_a_legacy_storm_asks_daraja_once_per_throttle_window(legacy, client, initiated, fake_daraja):
+    for n in range(5):
+        legacy(stk_callback(initiated.checkout_request_id, receipt=f"FORGED{n:04d}"))
+
+    assert len(fake_daraja.queries) == 1
+    assert initiated.events.filter(kind=EventKind.QUERY_REQUESTED).count() == 5
+
+
+def test_legacy_path_can_be_switched_off(legacy, client, initiated, settings):
     settings.MPESA_LEGACY_CALLBACK_ENABLED = False
 
-    response = post(client, LEGACY_PATH, stk_callback(initiated.checkout_request_id))
+    response = legacy(stk_callback(initiated.checkout_request_id))
 
     assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
     assert state_of(initiated)[0] == PaymentStatus.INITIATED
+
+
+@pytest.mark.parametrize(("environment", "expected"), [("simulator", "True"), ("sandbox", "False")])
+def test_legacy_path_is_off_by_default_outside_the_simulator(environment, expected):
+    env = {
+        **os.environ,
+        "MPESA_ENVIRONMENT": environment,
+        "DJANGO_SECRET_KEY": "x" * 60,
+        "DJANGO_SETTINGS_MODULE": "backoffice.settings",
+    }
+    env.pop("MPESA_LEGACY_CALLBACK_ENABLED", None)
+    code = "import django; django.setup(); from django.conf import settings; print(settings.MPESA_LEGACY_CALLBACK_ENABLED)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, cwd=settings_dir()
+    )
+    assert out.stdout.strip() == expected
 
 
 # --- hostile text (fault 36) --------------------------------------------------------------------
@@ -518,11 +597,11 @@ def test_hostile_result_desc_is_stored_truncated_and_rendered_escaped_in_the_adm
 def test_callback_racing_the_commit_of_its_checkout_request_id_is_still_applied(
     client, callback_path, initiated, monkeypatch
 ):
-    from payments import services
+    from payments.services import callbacks
 
     checkout_request_id = initiated.checkout_request_id
     Payment.objects.filter(pk=initiated.pk).update(checkout_request_id=None)
-    apply_result = services.payment_apply_result
+    apply_result = callbacks.payment_apply_result
 
     def push_commits_in_the_gap(**kwargs):
         try:
@@ -532,7 +611,7 @@ def test_callback_racing_the_commit_of_its_checkout_request_id_is_still_applied(
             # the callback's lookup missed it.
             Payment.objects.filter(pk=initiated.pk).update(checkout_request_id=checkout_request_id)
 
-    monkeypatch.setattr(services, "payment_apply_result", push_commits_in_the_gap)
+    monkeypatch.setattr(callbacks, "payment_apply_result", push_commits_in_the_gap)
 
     response = post(client, callback_path, stk_callback(checkout_request_id))
 

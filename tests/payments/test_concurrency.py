@@ -72,7 +72,7 @@ def test_concurrent_retry_clicks_start_exactly_one_new_attempt(fake_daraja, api_
 
     Client().post(
         path,
-        json.dumps(stk_callback(placed["checkoutRequestId"], result_code=1032)),
+        json.dumps(stk_callback(Payment.objects.get(pk=placed["id"]).checkout_request_id, result_code=1032)),
         content_type="application/json",
     )
     token = api_client.defaults["HTTP_AUTHORIZATION"].removeprefix("Bearer ")

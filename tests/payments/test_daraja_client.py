@@ -11,11 +11,12 @@ from payments.daraja.client import DarajaClient, mpesa_amount
 from payments.daraja.errors import (
     DarajaAuthError,
     DarajaBusy,
+    DarajaError,
     DarajaOutcomeUnknown,
     DarajaRejected,
     DarajaUnavailable,
 )
-from payments.models import FailureClass, PaymentStatus, ReviewReason
+from payments.models import FailureClass, Payment, PaymentStatus, ReviewReason
 from tests.conftest import order_body
 
 PASSKEY = "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"
@@ -161,6 +162,59 @@ def test_oauth_refusal_raises_without_sending_the_push(fake_daraja):
 
     assert caught.value.error_code == "400.008.01"
     assert fake_daraja.pushes == []
+
+
+@pytest.mark.parametrize(
+    ("reply", "error"),
+    [
+        ((503, "<html>Service Unavailable</html>"), DarajaUnavailable),
+        (
+            (500, {"requestId": "r", "errorCode": "500.003.1001", "errorMessage": "Internal Server Error"}),
+            DarajaUnavailable,
+        ),
+        ((429, {"requestId": "r", "errorCode": "", "errorMessage": "Too Many Requests"}), DarajaBusy),
+        (
+            (500, {"requestId": "r", "errorCode": "500.003.02", "errorMessage": "Spike Arrest Violation"}),
+            DarajaBusy,
+        ),
+        (
+            (401, {"requestId": "r", "errorCode": "401.003.01", "errorMessage": "Unauthorized"}),
+            DarajaAuthError,
+        ),
+    ],
+    ids=["503", "500", "429", "spike-arrest", "401"],
+)
+def test_an_oauth_outage_is_try_again_later_and_only_a_refusal_is_a_configuration_error(
+    fake_daraja, reply, error
+):
+    fake_daraja.oauth_replies.append(reply)
+
+    with pytest.raises(DarajaError) as caught:
+        push()
+
+    assert type(caught.value) is error
+    assert fake_daraja.pushes == []
+
+
+def test_an_oauth_outage_fails_the_attempt_as_a_system_failure_not_configuration(
+    fake_daraja, api_client, products
+):
+    fake_daraja.oauth_replies.append((503, "<html>Service Unavailable</html>"))
+
+    response = api_client.post_json("/api/v1/orders", order_body(product_id=products[0].pk))
+
+    payment = Payment.objects.get(pk=response.json()["payment"]["id"])
+    assert (payment.status, payment.failure_class) == (PaymentStatus.FAILED, FailureClass.SYSTEM)
+    assert response.json()["payment"]["retryable"] is True
+
+
+def test_the_process_keeps_one_client_and_one_session_for_daraja(monkeypatch):
+    first = client_module.get_client()
+    assert client_module.get_client() is first
+    assert client_module.get_client().session is first.session
+
+    monkeypatch.setattr(client_module.os, "getpid", lambda: -1)  # as in a freshly forked worker
+    assert client_module.get_client() is not first
 
 
 # --- what Daraja's answers mean -------------------------------------------------------------------

@@ -2,21 +2,22 @@
 
 import datetime as dt
 import json
+import time
 
 import pytest
 import time_machine
 from django.utils import timezone
 from django_q.brokers import get_broker
 from django_q.conf import Conf
-from django_q.models import Schedule, Success
+from django_q.models import OrmQ, Schedule, Success
 from django_q.scheduler import scheduler
 
 from orders.models import OrderStatus
 from orders.services import order_cancel_unpaid
 from orders.signals import order_status_changed
 from payments import reconciliation, services
-from payments.daraja.client import DarajaClient
 from payments.daraja.results import parse_stk_callback
+from payments.inbox import inbox_store
 from payments.models import (
     CallbackInbox,
     EventKind,
@@ -62,7 +63,7 @@ def kinds(payment: Payment) -> list[str]:
 # --- the status sweeper ---------------------------------------------------------------------------
 def test_nothing_is_asked_before_the_first_query_delay(initiated, fake_daraja, settings):
     with at(initiated, settings.MPESA_FIRST_QUERY_DELAY - 1):
-        assert sweep()["queried"] == 0
+        assert sweep()["claimed"] == 0
 
     assert fake_daraja.queries == []
 
@@ -76,7 +77,7 @@ def test_lost_callback_is_found_by_stk_query_and_completed_with_the_receipt_to_f
         counts = sweep()
 
     initiated.refresh_from_db()
-    assert counts["completed"] == 1
+    assert counts["claimed"] == 1
     assert fake_daraja.queries[0]["CheckoutRequestID"] == initiated.checkout_request_id
     assert initiated.status == PaymentStatus.COMPLETED
     assert initiated.receipt_pending is True
@@ -101,7 +102,7 @@ def test_still_processing_means_ask_again_later_with_a_growing_interval(initiate
     initiated.refresh_from_db()
     first_gap = initiated.next_query_at - (initiated.initiated_at + dt.timedelta(seconds=delay + 1))
     with at(initiated, delay + 2):
-        assert sweep()["queried"] == 0  # not due yet
+        assert sweep()["claimed"] == 0  # not due yet
     with at(initiated, delay + 1 + interval):
         sweep()
     initiated.refresh_from_db()
@@ -146,10 +147,9 @@ def test_spike_arrest_and_server_errors_mean_ask_again_later(initiated, fake_dar
 
 def test_no_answer_by_the_deadline_expires_after_one_last_query(initiated, fake_daraja, settings):
     with at(initiated, settings.MPESA_PAYMENT_DEADLINE + 1):
-        counts = sweep()
+        sweep()
 
     initiated.refresh_from_db()
-    assert counts["expired"] == 1
     assert len(fake_daraja.queries) == 1
     assert initiated.status == PaymentStatus.FAILED
     assert initiated.failure_class == FailureClass.EXPIRED
@@ -225,25 +225,84 @@ def test_a_second_success_with_another_receipt_is_kept_as_a_disagreement(initiat
 
 
 def test_overlapping_sweeps_ask_once(initiated, fake_daraja, settings):
-    with at(initiated, settings.MPESA_FIRST_QUERY_DELAY + 1):
-        stale = Payment.objects.get(pk=initiated.pk)
-        sweep()
-        reconciliation._claim_query(stale, timezone.now()) or sweep()
+    answer = fake_daraja._query
+    second_sweep = []
 
+    def another_sweep_meanwhile(request):
+        # A second sweep (another cluster, a slow schedule) runs while the first one's query is in flight.
+        second_sweep.append(sweep())
+        return answer(request)
+
+    fake_daraja.mock.remove("POST", "https://daraja.fake/mpesa/stkpushquery/v1/query")
+    fake_daraja.mock.add_callback(
+        "POST", "https://daraja.fake/mpesa/stkpushquery/v1/query", callback=another_sweep_meanwhile
+    )
+
+    with at(initiated, settings.MPESA_FIRST_QUERY_DELAY + 1):
+        assert sweep()["claimed"] == 1
+
+    assert second_sweep == [{"claimed": 0, "abandoned": 0}]
     assert len(fake_daraja.queries) == 1
+
+
+@pytest.mark.parametrize("reply", [SPIKE_ARREST, GATEWAY_DOWN], ids=["spike-arrest", "5xx"])
+def test_an_unanswered_question_at_the_deadline_never_expires_the_attempt(
+    initiated, fake_daraja, settings, reply, django_capture_on_commit_callbacks
+):
+    fake_daraja.query_replies.extend([reply, reply])
+
+    with at(initiated, settings.MPESA_PAYMENT_DEADLINE + 1), django_capture_on_commit_callbacks(execute=True):
+        sweep()
+    initiated.refresh_from_db()
+    assert (initiated.status, initiated.query_failing) == (PaymentStatus.INITIATED, True)
+    # It is asked again with the capped backoff, still without expiring while Daraja does not answer.
+    assert initiated.next_query_at <= initiated.initiated_at + dt.timedelta(
+        seconds=settings.MPESA_PAYMENT_DEADLINE + 1 + settings.MPESA_QUERY_INTERVAL_MAX
+    )
+    with at(initiated, settings.MPESA_PAYMENT_DEADLINE + 1 + settings.MPESA_QUERY_INTERVAL_MAX):
+        sweep()
+    initiated.refresh_from_db()
+    assert (initiated.status, initiated.query_failing) == (PaymentStatus.INITIATED, True)
+    assert not initiated.order.notifications.filter(event="payment_failed").exists()
+
+    # Daraja answers again ("still being processed", long past the deadline): now it expires.
+    with at(initiated, settings.MPESA_PAYMENT_DEADLINE + 1 + 2 * settings.MPESA_QUERY_INTERVAL_MAX):
+        sweep()
+    initiated.refresh_from_db()
+    assert (initiated.status, initiated.failure_class) == (PaymentStatus.FAILED, FailureClass.EXPIRED)
+    assert initiated.query_failing is False
+    assert len(fake_daraja.queries) == 3
+
+
+def test_the_sweep_hands_each_due_attempt_to_its_own_task_and_calls_no_daraja_itself(
+    fake_daraja, place_order, settings, monkeypatch
+):
+    payments = [place_order()[1] for _ in range(3)]
+    monkeypatch.setattr(Conf, "SYNC", False)
+    queued_before = OrmQ.objects.count()
+
+    with at(payments[-1], settings.MPESA_FIRST_QUERY_DELAY + 1):
+        started = time.monotonic()
+        assert sweep()["claimed"] == 3
+        elapsed = time.monotonic() - started
+
+    assert fake_daraja.queries == []
+    tasks = [package.task for package in OrmQ.objects.order_by("pk")][queued_before:]
+    assert sorted(task["args"][0] for task in tasks if task["func"] == "payments.tasks.payment_reconcile") == [
+        p.pk for p in payments
+    ]
+    assert elapsed < reconciliation.sweep_time_budget()
 
 
 # --- pending attempts whose push never answered -------------------------------------------------------
 def test_a_pending_attempt_left_by_a_crash_fails_and_the_order_stays_payable(
     place_order, fake_daraja, settings, monkeypatch
 ):
-    def killed(*args, **kwargs):
-        raise SystemExit("web worker killed mid-push")
-
-    monkeypatch.setattr(DarajaClient, "stk_push", killed)
+    # The request reached Daraja and the process died waiting for the answer.
+    fake_daraja.push_replies.append(SystemExit("web worker killed mid-push"))
     with pytest.raises(SystemExit):
         place_order()
-    monkeypatch.undo()
+    assert len(fake_daraja.pushes) == 1
     payment = Payment.objects.get()
     assert payment.status == PaymentStatus.PENDING
 
@@ -290,7 +349,7 @@ def test_a_push_answered_after_the_sweeper_gave_up_keeps_its_id_so_a_late_succes
 
 # --- the inbox sweeper ----------------------------------------------------------------------------
 def store(kind: str, body: dict, status: str = InboxStatus.RECEIVED, attempts: int = 0) -> CallbackInbox:
-    inbox = services.callback_inbox_store(
+    inbox = inbox_store(
         kind=kind,
         body=json.dumps(body).encode(),
         headers={},
@@ -360,7 +419,7 @@ def test_the_scheduled_sweeper_resolves_a_lost_callback(initiated, fake_daraja, 
     initiated.refresh_from_db()
     assert initiated.status == PaymentStatus.COMPLETED
     [task] = Success.objects.filter(func="payments.tasks.reconcile_payments")
-    assert task.result["completed"] == 1
+    assert task.result["claimed"] == 1
     assert Schedule.objects.get(name="payments-status-sweeper").next_run > initiated.initiated_at
 
 

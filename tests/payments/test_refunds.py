@@ -38,6 +38,7 @@ from tests.payments.refunds_support import (
     REVERSAL,
     STATUS,
     decrypt_credential,
+    die_after_daraja_accepts,
     post_queue_timeout,
     post_result,
     result_envelope,
@@ -329,16 +330,13 @@ def test_a_refused_request_fails_at_once(paid, maker, result_apis, request_refun
 
 
 def test_crash_after_daraja_accepted_leaves_submitting_then_unknown_then_the_late_result_settles_it(
-    paid, maker, result_apis, client, settings, monkeypatch
+    paid, maker, result_apis, client, settings
 ):
-    def crash(*args, **kwargs):
-        raise SystemExit("worker killed after Daraja accepted the reversal")
-
-    monkeypatch.setattr(refunds, "_accepted", crash)
+    result_apis.on_call = die_after_daraja_accepts
     refund = refunds.refund_request(payment_id=paid.pk, amount=None, reason="Damaged", actor=maker)
     with pytest.raises(SystemExit):
         refunds.refund_submit(refund_id=refund.pk)
-    monkeypatch.undo()
+    result_apis.on_call = None
     refund.refresh_from_db()
     assert refund.status == RefundStatus.SUBMITTING  # recorded before the call, so the crash lost nothing
     assert refund.conversation_id == ""
@@ -482,7 +480,7 @@ def test_partial_refunds_are_b2c_payments_keyed_by_the_refund(
     assert paid.refunded_amount == Decimal("10")
 
 
-def test_a_second_payout_that_no_longer_fits_is_flagged_not_dropped(
+def test_a_second_payout_that_no_longer_fits_ends_over_refunded_not_in_flight_forever(
     paid, maker, checker, result_apis, request_refund, client, settings, caplog
 ):
     # Staff settle an unknown B2C as "not paid" too early and refund again; then both payouts turn out real.
@@ -505,39 +503,39 @@ def test_a_second_payout_that_no_longer_fits_is_flagged_not_dropped(
 
     second.refresh_from_db()
     paid.refresh_from_db()
+    assert second.status == RefundStatus.OVER_REFUNDED
+    assert second.get_status_display() == "Succeeded, over-refund: recover from customer"
+    assert second.transaction_id == "SKB0000002"
+    assert not second.is_in_flight
     assert paid.refunded_amount == Decimal("6")  # the database cannot hold more than was paid
-    assert second.events.filter(kind=RefundEventKind.DISAGREEMENT).count() == 1
-    assert "SKB0000002" in second.events.get(kind=RefundEventKind.DISAGREEMENT).message
+    assert "recover it" in second.events.get(kind=RefundEventKind.OVER_REFUNDED).message
     assert paid.events.filter(kind=EventKind.DISAGREEMENT).count() == 1
     assert any(r.levelname == "ERROR" and f"Refund #{second.pk}" in r.getMessage() for r in caplog.records)
+    # Nothing more can be refunded: the customer already has more than they paid.
+    with pytest.raises(RefundInvalid):
+        refunds.refund_request(payment_id=paid.pk, amount=Decimal("4"), reason="More", actor=maker)
 
-    # Transaction Status saying the same is not dropped either.
+    # It is settled: no sweeper asks about it again, and a repeat Result changes nothing.
+    queries_before = len(result_apis.status_queries)
     with later(settings.REFUND_RESULT_TIMEOUT + 1):
         refunds.refunds_sweep()
+    assert len(result_apis.status_queries) == queries_before
     post_result(
         client,
-        status_completed(
-            result_apis.acks[STATUS][-1],
-            about_originator=second.idempotency_key,
-            about_conversation="AG_2",
-            receipt="SKB0000002",
-            reason_type="Business Payment to Customer via API",
-            amount=6,
-        ),
+        result_envelope(originator=second.idempotency_key, conversation="AG_2", transaction_id="SKB0000002"),
     )
-    assert second.events.filter(kind=RefundEventKind.DISAGREEMENT).count() == 2
-    assert paid.events.filter(kind=EventKind.DISAGREEMENT).count() == 2
+    second.refresh_from_db()
+    assert second.status == RefundStatus.OVER_REFUNDED
+    assert second.events.filter(kind=RefundEventKind.DUPLICATE_RESULT).count() == 1
 
 
-def test_b2c_crash_is_resolved_by_transaction_status_on_our_own_key(
-    paid, maker, result_apis, client, settings, monkeypatch
-):
+def test_b2c_crash_is_resolved_by_transaction_status_on_our_own_key(paid, maker, result_apis, client, settings):
     settings.MPESA_B2C_SHORTCODE = "600992"
-    monkeypatch.setattr(refunds, "_accepted", lambda *a, **k: (_ for _ in ()).throw(SystemExit("killed")))
+    result_apis.on_call = die_after_daraja_accepts
     refund = refunds.refund_request(payment_id=paid.pk, amount=Decimal("5"), reason="Partial", actor=maker)
     with pytest.raises(SystemExit):
         refunds.refund_submit(refund_id=refund.pk)
-    monkeypatch.undo()
+    result_apis.on_call = None
 
     with later(settings.REFUND_SUBMITTING_TIMEOUT + 1):
         refunds.refunds_sweep()

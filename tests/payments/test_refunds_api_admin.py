@@ -7,6 +7,7 @@ from django.urls import reverse
 from backoffice.services import api_token_issue
 from payments import refunds
 from payments.models import PaymentStatus, Refund, RefundStatus
+from tests.admin_support import dialog_post
 from tests.conftest import ApiClient
 from tests.payments import refunds_support as support
 from tests.payments.refunds_support import REVERSAL, post_result, reversal_success
@@ -115,10 +116,6 @@ def test_a_second_request_while_one_is_in_flight_is_a_conflict(paid, maker_api, 
 
 
 # --- admin ------------------------------------------------------------------------------------------
-def dialog_post(client, url, **data):
-    return client.post(url, {"_form_submitted": "on", **data}, HTTP_HX_REQUEST="true")
-
-
 def test_refund_dialog_on_the_payment_page(
     admin_client, paid, result_apis, django_capture_on_commit_callbacks
 ):
@@ -157,11 +154,11 @@ def test_approve_and_reject_actions_follow_maker_checker(
     refund = Refund.objects.get()
     approve = reverse("admin:payments_refund_approve", args=[refund.pk])
 
-    client.get(approve)  # the requester cannot approve their own refund
+    dialog_post(client, approve)  # the requester cannot approve their own refund
     refund.refresh_from_db()
     assert refund.status == RefundStatus.REQUESTED
     client.force_login(maker)
-    assert client.get(approve).status_code == 403  # no approve permission
+    assert dialog_post(client, approve).status_code == 403  # no approve permission
 
     page = client.get(reverse("admin:payments_refund_change", args=[refund.pk]))
     assert page.status_code == 200

@@ -9,11 +9,11 @@ from decimal import Decimal
 import pytest
 
 from payments import refunds, services
-from payments.daraja.client import DarajaClient
+from payments.daraja.client import DarajaClient, get_client
 from payments.daraja.results import parse_stk_callback
 from payments.models import EventSource, Payment, PaymentStatus, RefundEventKind, RefundMethod, RefundStatus
 from tests.conftest import stk_callback, wait_for
-from tests.payments.refunds_support import staff_user
+from tests.payments.refunds_support import DiesAfterDarajaAnswers, staff_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -132,14 +132,15 @@ def test_no_result_at_all_is_settled_by_the_sweeper(paid_with, refunder, setting
     assert refund.events.filter(kind=RefundEventKind.STATUS_QUERY_SENT).count() == 1
 
 
-def test_crash_after_daraja_accepted_is_settled_by_the_late_result(paid_with, refunder, monkeypatch):
+def test_crash_after_daraja_accepted_is_settled_by_the_late_result(paid_with, refunder, settings):
     payment = paid_with(SUCCESS)
-
-    def crash(*args, **kwargs):
-        raise RuntimeError("worker died after Daraja accepted the reversal")
-
-    monkeypatch.setattr(refunds, "_accepted", crash)
-    refund = refund_of(payment, refunder)
+    session = get_client().session
+    reversal_url = settings.MPESA_BASE_URL + "/mpesa/reversal/"
+    session.mount(reversal_url, DiesAfterDarajaAnswers())
+    try:
+        refund = refund_of(payment, refunder)
+    finally:
+        session.adapters.pop(reversal_url)
 
     refund = settled(refund)
     assert refund.status == RefundStatus.SUCCEEDED

@@ -1,6 +1,6 @@
 import pytest
 
-from payments.daraja.phone import InvalidPhoneNumber, mask_msisdn, normalize_msisdn
+from common.phone import InvalidPhoneNumber, mask_msisdn, normalize_msisdn
 
 
 @pytest.mark.parametrize(

@@ -42,3 +42,19 @@ def mask_msisdn(msisdn: str) -> str:
 
 def e164(msisdn: str) -> str:
     return f"+{msisdn}"
+
+
+def visible_digits_match(masked: str, msisdn: str) -> bool:
+    """Whether a possibly masked number ("0715***123", "25470****149", 254708374149) can be `msisdn`.
+
+    Safaricom masks customer numbers in merchant notifications (daraja.md §3): only the digits it shows
+    are compared, position by position, once both are written as 254 + 9 digits.
+    """
+    text = str(masked or "").strip().lstrip("+").replace(" ", "")
+    if text.startswith("0"):
+        text = "254" + text[1:]
+    elif len(text) == 9 and text[:1] in "71*":
+        text = "254" + text
+    if not msisdn or len(text) != len(msisdn):
+        return False
+    return all(shown == actual for shown, actual in zip(text, msisdn, strict=True) if shown.isdigit())

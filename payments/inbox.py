@@ -1,0 +1,225 @@
+"""Every inbound Daraja request: stored raw first, then applied by the service its kind belongs to.
+
+The view, the admin's "process again" and the inbox sweeper all go through `inbox_process`, which parses
+the stored body by kind and hands it to that kind's handler (STK callback, STK callback on the original
+unauthenticated path, async Result, queue timeout). Processing is idempotent: a processed row is left
+alone, and only the transaction that applies a result marks its row processed (holding the row's lock,
+after the payment's). A status written outside that transaction (unmatched, failed, rejected) never
+overwrites a concurrent `processed`.
+"""
+
+import dataclasses
+import hashlib
+import json
+import logging
+import traceback
+from collections.abc import Callable, Iterable
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from payments.daraja.async_results import parse_queue_timeout, parse_result
+from payments.daraja.results import CallbackFormatError, StkResult, parse_stk_callback
+from payments.models import CallbackInbox, EventKind, EventSource, InboxKind, InboxStatus
+from payments.permissions import require_perm
+from payments.state import event_record, lock_inbox, lock_payment
+
+logger = logging.getLogger(__name__)
+
+SETTLED = (InboxStatus.PROCESSED, InboxStatus.REJECTED)
+STK_KINDS = (InboxKind.STK_CALLBACK, InboxKind.STK_CALLBACK_LEGACY)
+ASYNC_KINDS = (InboxKind.RESULT, InboxKind.QUEUE_TIMEOUT)
+
+
+@dataclasses.dataclass(frozen=True)
+class KindHandler:
+    parse: Callable[[object], object]
+    correlation: Callable[[object], str]
+    apply: Callable[[CallbackInbox, object], bool]  # False: nothing it belongs to (yet)
+    unmatched: str
+
+
+def _async_correlation(parsed) -> str:
+    return parsed.originator_conversation_id or parsed.conversation_id or parsed.transaction_id
+
+
+def _handlers() -> dict[str, KindHandler]:
+    # Imported here: the services import this module to store rows and re-match them.
+    from payments.refunds.results import queue_timeout_apply, result_apply
+    from payments.services.callbacks import legacy_callback_apply, stk_callback_apply
+
+    stk = {"parse": parse_stk_callback, "correlation": lambda result: result.checkout_request_id}
+    return {
+        InboxKind.STK_CALLBACK: KindHandler(
+            **stk, apply=stk_callback_apply, unmatched="No payment has this CheckoutRequestID (yet)."
+        ),
+        InboxKind.STK_CALLBACK_LEGACY: KindHandler(
+            **stk, apply=legacy_callback_apply, unmatched="No payment has this CheckoutRequestID (yet)."
+        ),
+        InboxKind.RESULT: KindHandler(
+            parse=parse_result,
+            correlation=_async_correlation,
+            apply=result_apply,
+            unmatched="No refund or status request has these ids (yet).",
+        ),
+        InboxKind.QUEUE_TIMEOUT: KindHandler(
+            parse=parse_queue_timeout,
+            correlation=_async_correlation,
+            apply=queue_timeout_apply,
+            unmatched="No refund or status request has these ids (yet).",
+        ),
+    }
+
+
+# --- storing ------------------------------------------------------------------------------------
+def inbox_store(
+    *,
+    kind: str,
+    body: bytes,
+    headers: dict,
+    source_ip: str | None,
+    path: str,
+    status: str = InboxStatus.RECEIVED,
+    error: str = "",
+    body_size: int | None = None,
+) -> CallbackInbox:
+    # NUL is replaced: PostgreSQL text columns refuse it, and a refused insert would lose the request.
+    text = body[: settings.MPESA_CALLBACK_MAX_BYTES].decode("utf-8", errors="replace")
+    text = text.replace("\x00", "\ufffd")
+    return CallbackInbox.objects.create(
+        kind=kind,
+        status=status,
+        body=text,
+        body_size=len(body) if body_size is None else body_size,
+        body_sha256=hashlib.sha256(body).hexdigest() if body else "",
+        headers=headers,
+        source_ip=source_ip,
+        path=path[:255],
+        error=error,
+    )
+
+
+def inbox_collapse_duplicate(*, kind: str, body: bytes) -> CallbackInbox | None:
+    """Count a byte-identical repeat of an already processed STK callback on the original row.
+
+    A duplicate storm must not grow the inbox without bound (faults.md row 39), and the payment's history
+    still shows each repeat as a duplicate_result event (row 1). Returns the original row, or None when
+    the body is new (or its first copy is not processed yet) and must be stored and processed.
+    """
+    if kind not in STK_KINDS:
+        return None
+    found = (
+        CallbackInbox.objects.filter(
+            kind=kind, body_sha256=hashlib.sha256(body).hexdigest(), status=InboxStatus.PROCESSED
+        )
+        .order_by("pk")
+        .values_list("pk", "payment_id")
+        .first()
+    )
+    if found is None:
+        return None
+    inbox_id, payment_id = found
+    with transaction.atomic():
+        # The lock order everywhere: the payment, then its inbox row.
+        payment = lock_payment(payment_id) if payment_id is not None else None
+        original = lock_inbox(inbox_id)
+        original.duplicates += 1
+        original.last_received_at = timezone.now()
+        original.save(update_fields=["duplicates", "last_received_at"])
+        if payment is not None:
+            event_record(
+                payment,
+                kind=EventKind.DUPLICATE_RESULT,
+                source=EventSource.CALLBACK,
+                inbox=original,
+                message=f"Byte-identical repeat #{original.duplicates} of callback inbox #{original.pk}",
+            )
+    return original
+
+
+# --- status changes -----------------------------------------------------------------------------
+def inbox_mark(inbox_id: int, *, status: str, error: str = "", **fields) -> bool:
+    """Set a status outside the applying transaction; never over a concurrent `processed`."""
+    return bool(
+        CallbackInbox.objects.filter(pk=inbox_id)
+        .exclude(status=InboxStatus.PROCESSED)
+        .update(status=status, error=error[:8000], **fields)
+    )
+
+
+def inbox_mark_processed(inbox: CallbackInbox, *, payment_id: int | None) -> None:
+    """Inside the transaction that applied it, with the row locked (after its payment)."""
+    inbox.payment_id = payment_id
+    inbox.status = InboxStatus.PROCESSED
+    inbox.processed_at = timezone.now()
+    inbox.error = ""
+    inbox.save(update_fields=["payment", "status", "processed_at", "error"])
+
+
+# --- processing ---------------------------------------------------------------------------------
+def stk_result_of(inbox: CallbackInbox) -> StkResult:
+    return parse_stk_callback(json.loads(inbox.body))
+
+
+def _claims(result: StkResult) -> dict:
+    """What a callback says, kept on its row: candidates for unmatched rows are found by it."""
+    return {
+        "ResultCode": result.result_code,
+        "MpesaReceiptNumber": result.receipt_number,
+        "Amount": None if result.amount is None else str(result.amount),
+        "TransactionDate": result.transaction_date.isoformat() if result.transaction_date else None,
+        "PhoneNumber": result.phone,
+    }
+
+
+def inbox_process(*, inbox_id: int) -> CallbackInbox:
+    """Parse and apply one stored request. Safe to run again: a processed row is left alone."""
+    inbox = CallbackInbox.objects.get(pk=inbox_id)
+    if inbox.status in SETTLED:
+        return inbox
+    handler = _handlers()[inbox.kind]
+    try:
+        parsed = handler.parse(json.loads(inbox.body))
+    except (ValueError, CallbackFormatError) as exc:
+        inbox_mark(inbox.pk, status=InboxStatus.REJECTED, error=f"Malformed: {exc}", processed_at=timezone.now())
+        return CallbackInbox.objects.get(pk=inbox.pk)
+    fields = {"correlation_id": handler.correlation(parsed)[:64], "attempts": F("attempts") + 1}
+    if isinstance(parsed, StkResult):
+        fields["claimed"] = _claims(parsed)
+    CallbackInbox.objects.filter(pk=inbox.pk).update(**fields)
+    inbox.refresh_from_db()
+    try:
+        if not handler.apply(inbox, parsed):
+            inbox_mark(inbox.pk, status=InboxStatus.UNMATCHED, error=handler.unmatched)
+            # What it belongs to may have committed its id, and looked for unmatched rows, between our
+            # lookup and this update: look once more, so that one side always sees the other.
+            if not handler.apply(CallbackInbox.objects.get(pk=inbox.pk), parsed):
+                logger.warning("%s kept as unmatched (inbox #%s)", inbox.get_kind_display(), inbox.pk)
+    except Exception:
+        inbox_mark(inbox.pk, status=InboxStatus.FAILED, error=traceback.format_exc()[-8000:])
+        logger.exception("Processing inbox #%s failed", inbox.pk)
+    return CallbackInbox.objects.get(pk=inbox.pk)
+
+
+def inbox_reprocess_unmatched(*, kinds: Iterable[str], correlation_ids: Iterable[str]) -> None:
+    """A request can arrive before we stored the id it carries; it waits as unmatched until then."""
+    ids = [value for value in correlation_ids if value]
+    if not ids:
+        return
+    for inbox_id in CallbackInbox.objects.filter(
+        kind__in=tuple(kinds), status=InboxStatus.UNMATCHED, correlation_id__in=ids
+    ).values_list("pk", flat=True):
+        inbox_process(inbox_id=inbox_id)
+
+
+def inbox_process_again(*, inbox_id: int, actor) -> CallbackInbox:
+    """Staff process a quarantined, failed or unmatched row again (e.g. after Safaricom's IPs changed)."""
+    require_perm(actor, "payments.reprocess_inbox", "You are not allowed to process inbox entries again.")
+    CallbackInbox.objects.filter(
+        pk=inbox_id, status__in=(InboxStatus.REJECTED, InboxStatus.UNMATCHED, InboxStatus.FAILED)
+    ).update(status=InboxStatus.RECEIVED, error="")
+    inbox = inbox_process(inbox_id=inbox_id)
+    logger.info("Inbox #%s processed again by staff: %s", inbox.pk, inbox.status)
+    return inbox
