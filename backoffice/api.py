@@ -9,10 +9,10 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import HttpBearer
 
 from backoffice.models import ApiToken, hash_token
+from common.phone import InvalidPhoneNumber
 from orders.api import router as orders_router
 from orders.exceptions import OrderError
 from payments.api import router as payments_router
-from common.phone import InvalidPhoneNumber
 from payments.exceptions import PaymentError
 
 LAST_USED_RESOLUTION = dt.timedelta(minutes=1)

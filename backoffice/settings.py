@@ -193,7 +193,9 @@ MPESA_CALLBACK_BASE_URL = (env.str("MPESA_CALLBACK_BASE_URL", default="") or SIT
 MPESA_CALLBACK_TOKEN = env.str("MPESA_CALLBACK_TOKEN", default="")
 MPESA_CALLBACK_ALLOWED_IPS = env.list("MPESA_CALLBACK_ALLOWED_IPS", default=[])
 # The original service's unauthenticated path; callbacks there are confirmed with an STK Query.
-MPESA_LEGACY_CALLBACK_ENABLED = env.bool("MPESA_LEGACY_CALLBACK_ENABLED", default=MPESA_ENVIRONMENT == "simulator")
+MPESA_LEGACY_CALLBACK_ENABLED = env.bool(
+    "MPESA_LEGACY_CALLBACK_ENABLED", default=MPESA_ENVIRONMENT == "simulator"
+)
 MPESA_CALLBACK_MAX_BYTES = env.int("MPESA_CALLBACK_MAX_BYTES", default=64 * 1024)
 MPESA_CONNECT_TIMEOUT = env.float("MPESA_CONNECT_TIMEOUT", default=5.0)
 MPESA_READ_TIMEOUT = env.float("MPESA_READ_TIMEOUT", default=20.0)

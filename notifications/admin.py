@@ -154,7 +154,9 @@ class NotificationAdmin(ModelAdmin):
         icon="send",
         permissions=["resend"],
         dialog=confirm_dialog(
-            "Send this message again", "It is queued and sent by the worker with a fresh round of attempts.", "Send"
+            "Send this message again",
+            "It is queued and sent by the worker with a fresh round of attempts.",
+            "Send",
         ),
     )
     def resend(self, request, form, object_id):

@@ -6,10 +6,10 @@ from django.http import HttpResponse, HttpResponseBadRequest, HttpResponseNotFou
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from common.phone import mask_msisdn
 from notifications.hooks import token_matches
 from notifications.models import Channel
 from notifications.services import AT_FINAL_STATUSES, notification_delivery_report_apply
-from common.phone import mask_msisdn
 
 logger = logging.getLogger(__name__)
 

@@ -202,7 +202,8 @@ class OrderAdmin(ModelAdmin):
 
     def has_cancel_permission(self, request, object_id=None):
         return request.user.has_perm("orders.cancel_order") and (
-            object_id is None or Order.objects.filter(pk=object_id).exclude(status=OrderStatus.CANCELLED).exists()
+            object_id is None
+            or Order.objects.filter(pk=object_id).exclude(status=OrderStatus.CANCELLED).exists()
         )
 
     @action(

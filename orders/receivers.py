@@ -1,8 +1,8 @@
 from django.db.models.signals import post_migrate
 from django.dispatch import receiver
 
-from orders.services import order_status_follow_payment
 from common.schedules import ScheduleSpec, schedule_ensure
+from orders.services import order_status_follow_payment
 from payments.signals import payment_status_changed
 
 

@@ -265,7 +265,11 @@ def order_status_follow_payment(*, order_id: int, from_status: str, to_status: s
         order.confirmed_at = timezone.now()
         order.save(update_fields=["status", "confirmed_at", "updated_at"])
         order_status_changed.send(
-            sender=Order, order=order, from_status=OrderStatus.PENDING, to_status=OrderStatus.CONFIRMED, reason=to_status
+            sender=Order,
+            order=order,
+            from_status=OrderStatus.PENDING,
+            to_status=OrderStatus.CONFIRMED,
+            reason=to_status,
         )
     elif from_status == "pending_delivery" and to_status == "failed":
         order = Order.objects.select_for_update().get(pk=order_id)
@@ -298,7 +302,9 @@ def order_cancel(*, order_id: int, actor, reason: str) -> Order:
         raise OrderError("forbidden", "You are not allowed to cancel orders.", http_status=403)
     reason = " ".join((reason or "").split())
     if not reason:
-        raise OrderError("validation_error", "Say why the order is cancelled.", fields={"reason": "Required."})
+        raise OrderError(
+            "validation_error", "Say why the order is cancelled.", fields={"reason": "Required."}
+        )
     # The lock order everywhere: the attempts first, then the order.
     attempts = list(Payment.objects.select_for_update().filter(order_id=order_id).order_by("pk"))
     order = Order.objects.select_for_update().get(pk=order_id)
@@ -318,7 +324,11 @@ def order_cancel(*, order_id: int, actor, reason: str) -> Order:
     order.cancel_reason = f"Cancelled by {actor.get_username()}: {reason}"[:200]
     order.save(update_fields=["status", "cancelled_at", "cancel_reason", "updated_at"])
     order_status_changed.send(
-        sender=Order, order=order, from_status=from_status, to_status=OrderStatus.CANCELLED, reason=CANCELLED_BY_STAFF
+        sender=Order,
+        order=order,
+        from_status=from_status,
+        to_status=OrderStatus.CANCELLED,
+        reason=CANCELLED_BY_STAFF,
     )
     return order
 
@@ -351,7 +361,12 @@ def order_cancel_if_unpaid(*, order_id: int, now: dt.datetime | None = None) -> 
     # Attempts first, then the order: the same lock order as a callback (payment, then its order) and a
     # retry, so none of them can deadlock with this. A racing retry either commits first (and we see it in
     # flight) or finds the order cancelled once it gets the locks.
-    list(Payment.objects.select_for_update().filter(order_id=order_id).order_by("pk").values_list("pk", flat=True))
+    list(
+        Payment.objects.select_for_update()
+        .filter(order_id=order_id)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
     order = Order.objects.select_for_update().get(pk=order_id)
     if order.status != OrderStatus.PENDING or order.payment_due_at is None or order.payment_due_at > now:
         return False

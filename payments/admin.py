@@ -160,7 +160,17 @@ class PaymentAdmin(ModelAdmin):
     fieldsets = [
         (
             None,
-            {"fields": ["order", "method", "status", "amount", "currency", "masked_phone", "account_reference"]},
+            {
+                "fields": [
+                    "order",
+                    "method",
+                    "status",
+                    "amount",
+                    "currency",
+                    "masked_phone",
+                    "account_reference",
+                ]
+            },
         ),
         (
             "M-Pesa",
@@ -290,7 +300,9 @@ class PaymentAdmin(ModelAdmin):
     )
     def retry(self, request, form, object_id):
         try:
-            new = services.payment_retry(payment_id=int(object_id), source=EventSource.ADMIN, actor=request.user)
+            new = services.payment_retry(
+                payment_id=int(object_id), source=EventSource.ADMIN, actor=request.user
+            )
         except PaymentError as exc:
             messages.error(request, exc.message)
             return dialog_redirect(self._page(object_id))
@@ -323,7 +335,9 @@ class PaymentAdmin(ModelAdmin):
             return _dialog_again(request, self.resolve_review.dialog, form)
         messages.success(request, f"Payment #{payment.pk} resolved: {payment.get_status_display().lower()}.")
         if payment.is_paid and getattr(payment.order, "status", "") == "CANCELLED":
-            messages.warning(request, "The order was already cancelled: refund this payment or reopen the sale.")
+            messages.warning(
+                request, "The order was already cancelled: refund this payment or reopen the sale."
+            )
         return dialog_redirect(self._page(object_id))
 
     @action(
@@ -356,7 +370,10 @@ class PaymentAdmin(ModelAdmin):
         icon="payments",
         permissions=["collect"],
         dialog=confirm_dialog(
-            "Cash collected", "Records the cash on delivery as collected: the payment completes.", "Collected", NoteForm
+            "Cash collected",
+            "Records the cash on delivery as collected: the payment completes.",
+            "Collected",
+            NoteForm,
         ),
     )
     def mark_collected(self, request, form, object_id):
@@ -418,7 +435,9 @@ class PaymentAdmin(ModelAdmin):
             _error_into_form(form, exc)
             return _dialog_again(request, self.request_refund.dialog, form)
         if refund.status == RefundStatus.REQUESTED:
-            messages.info(request, f"Refund #{refund.pk} of KES {refund.amount} is waiting for a second approver.")
+            messages.info(
+                request, f"Refund #{refund.pk} of KES {refund.amount} is waiting for a second approver."
+            )
         else:
             messages.success(request, f"Refund #{refund.pk} of KES {refund.amount} is being sent to M-Pesa.")
         return dialog_redirect(reverse("admin:payments_refund_change", args=[refund.pk]))
@@ -496,7 +515,8 @@ class CallbackInboxAdmin(ReadOnlyAdminMixin, ModelAdmin):
 
     def has_reprocess_permission(self, request, object_id=None):
         return request.user.has_perm("payments.reprocess_inbox") and (
-            object_id is None or CallbackInbox.objects.filter(pk=object_id).exclude(status=InboxStatus.PROCESSED).exists()
+            object_id is None
+            or CallbackInbox.objects.filter(pk=object_id).exclude(status=InboxStatus.PROCESSED).exists()
         )
 
     def has_attach_permission(self, request, object_id=None):
@@ -554,7 +574,9 @@ class CallbackInboxAdmin(ReadOnlyAdminMixin, ModelAdmin):
         except PaymentError as exc:
             _error_into_form(form, exc)
             return _dialog_again(request, self.attach.dialog, form)
-        messages.success(request, f"Attached to payment #{payment.pk}, now {payment.get_status_display().lower()}.")
+        messages.success(
+            request, f"Attached to payment #{payment.pk}, now {payment.get_status_display().lower()}."
+        )
         return dialog_redirect(reverse("admin:payments_payment_change", args=[payment.pk]))
 
 
@@ -633,7 +655,16 @@ class RefundAdmin(ModelAdmin):
         ),
         (
             "Times",
-            {"fields": ["created_at", "approved_at", "submitted_at", "accepted_at", "completed_at", "updated_at"]},
+            {
+                "fields": [
+                    "created_at",
+                    "approved_at",
+                    "submitted_at",
+                    "accepted_at",
+                    "completed_at",
+                    "updated_at",
+                ]
+            },
         ),
     ]
 
@@ -659,17 +690,25 @@ class RefundAdmin(ModelAdmin):
     @staticmethod
     def _refund_is(object_id, *statuses, **lookups) -> bool:
         # Detail actions are offered only where they can apply; without an object (lists) they stay.
-        return object_id is None or Refund.objects.filter(pk=object_id, status__in=statuses, **lookups).exists()
+        return (
+            object_id is None or Refund.objects.filter(pk=object_id, status__in=statuses, **lookups).exists()
+        )
 
     def has_approve_refund_permission(self, request, object_id=None):
-        return request.user.has_perm("payments.approve_refund") and self._refund_is(object_id, RefundStatus.REQUESTED)
+        return request.user.has_perm("payments.approve_refund") and self._refund_is(
+            object_id, RefundStatus.REQUESTED
+        )
 
     def has_reject_refund_permission(self, request, object_id=None):
-        allowed = request.user.has_perm("payments.approve_refund") or request.user.has_perm("payments.add_refund")
+        allowed = request.user.has_perm("payments.approve_refund") or request.user.has_perm(
+            "payments.add_refund"
+        )
         return allowed and self._refund_is(object_id, RefundStatus.REQUESTED)
 
     def has_check_status_permission(self, request, object_id=None):
-        return request.user.has_perm("payments.query_payment") and self._refund_is(object_id, RefundStatus.UNKNOWN)
+        return request.user.has_perm("payments.query_payment") and self._refund_is(
+            object_id, RefundStatus.UNKNOWN
+        )
 
     def has_resend_permission(self, request, object_id=None):
         return request.user.has_perm("payments.resolve_refund") and self._refund_is(
@@ -677,7 +716,9 @@ class RefundAdmin(ModelAdmin):
         )
 
     def has_settle_unknown_permission(self, request, object_id=None):
-        return request.user.has_perm("payments.resolve_refund") and self._refund_is(object_id, RefundStatus.UNKNOWN)
+        return request.user.has_perm("payments.resolve_refund") and self._refund_is(
+            object_id, RefundStatus.UNKNOWN
+        )
 
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         extra_context = {**(extra_context or {}), **READ_ONLY_FORM}
@@ -708,7 +749,9 @@ class RefundAdmin(ModelAdmin):
     )
     def reject(self, request, form, object_id):
         try:
-            refunds.refund_reject(refund_id=int(object_id), actor=request.user, note=form.cleaned_data["note"])
+            refunds.refund_reject(
+                refund_id=int(object_id), actor=request.user, note=form.cleaned_data["note"]
+            )
             messages.success(request, "Refund rejected; nothing was sent.")
         except PaymentError as exc:
             messages.error(request, exc.message)
@@ -726,7 +769,9 @@ class RefundAdmin(ModelAdmin):
     )
     def check_status(self, request, form, object_id):
         try:
-            refunds.refund_check_status(refund_id=int(object_id), actor=request.user, source=EventSource.ADMIN)
+            refunds.refund_check_status(
+                refund_id=int(object_id), actor=request.user, source=EventSource.ADMIN
+            )
             messages.info(request, "Transaction Status asked; the answer arrives in a few seconds.")
         except PaymentError as exc:
             messages.error(request, exc.message)
@@ -746,7 +791,9 @@ class RefundAdmin(ModelAdmin):
     def resend_reversal(self, request, form, object_id):
         try:
             refund = refunds.refund_resend_reversal(refund_id=int(object_id), actor=request.user)
-            messages.info(request, f"Reversal sent again; refund #{refund.pk} is {refund.get_status_display()}.")
+            messages.info(
+                request, f"Reversal sent again; refund #{refund.pk} is {refund.get_status_display()}."
+            )
         except PaymentError as exc:
             messages.error(request, exc.message)
         return dialog_redirect(self._page(object_id))
@@ -756,7 +803,10 @@ class RefundAdmin(ModelAdmin):
         icon="gavel",
         permissions=["settle_unknown"],
         dialog=confirm_dialog(
-            "Resolve an unknown refund", "Check the M-Pesa org portal statement first.", "Resolve", RefundResolveForm
+            "Resolve an unknown refund",
+            "Check the M-Pesa org portal statement first.",
+            "Resolve",
+            RefundResolveForm,
         ),
     )
     def resolve(self, request, form, object_id):
@@ -799,4 +849,3 @@ def refunds_attention_badge(request) -> str:
         status__in=(RefundStatus.REQUESTED, RefundStatus.UNKNOWN, RefundStatus.OVER_REFUNDED)
     ).count()
     return str(count) if count else ""
-

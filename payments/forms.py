@@ -1,9 +1,6 @@
 """Admin dialog forms (Unfold action dialogs). They validate input; the services decide."""
 
 from django import forms
-
-from payments.models import CallbackInbox
-from payments.selectors import callback_candidates
 from unfold.forms import BaseDialogForm
 from unfold.widgets import (
     UnfoldAdminDecimalFieldWidget,
@@ -12,6 +9,9 @@ from unfold.widgets import (
     UnfoldAdminTextareaWidget,
     UnfoldAdminTextInputWidget,
 )
+
+from payments.models import CallbackInbox
+from payments.selectors import callback_candidates
 
 
 class RefundRequestForm(BaseDialogForm):
@@ -58,7 +58,10 @@ class RefundResolveForm(BaseDialogForm):
 
 class ReviewResolveForm(BaseDialogForm):
     outcome = forms.ChoiceField(
-        choices=[("paid", "The money arrived: the payment is paid"), ("not_paid", "No money arrived: it failed")],
+        choices=[
+            ("paid", "The money arrived: the payment is paid"),
+            ("not_paid", "No money arrived: it failed"),
+        ],
         widget=UnfoldAdminSelectWidget,
     )
     receipt = forms.CharField(
@@ -109,14 +112,19 @@ class AttachCallbackForm(BaseDialogForm):
         inbox = CallbackInbox.objects.filter(pk=object_id).first() if object_id else None
         candidates = callback_candidates(inbox) if inbox is not None else []
         self.fields["candidate"].choices = [("", "-")] + [
-            (str(p.pk), f"#{p.pk} · order {p.order.reference} · KES {p.amount} · {p.masked_phone} · "
-             f"{p.get_status_display()} · {p.created_at:%Y-%m-%d %H:%M}")
+            (
+                str(p.pk),
+                f"#{p.pk} · order {p.order.reference} · KES {p.amount} · {p.masked_phone} · "
+                f"{p.get_status_display()} · {p.created_at:%Y-%m-%d %H:%M}",
+            )
             for p in candidates
         ]
 
     def clean(self):
         cleaned = super().clean()
-        chosen = cleaned.get("payment_id") or (int(cleaned["candidate"]) if cleaned.get("candidate") else None)
+        chosen = cleaned.get("payment_id") or (
+            int(cleaned["candidate"]) if cleaned.get("candidate") else None
+        )
         if not chosen:
             raise forms.ValidationError("Choose a candidate or give a payment number.")
         cleaned["chosen_payment_id"] = chosen

@@ -183,7 +183,9 @@ def inbox_process(*, inbox_id: int) -> CallbackInbox:
     try:
         parsed = handler.parse(json.loads(inbox.body))
     except (ValueError, CallbackFormatError) as exc:
-        inbox_mark(inbox.pk, status=InboxStatus.REJECTED, error=f"Malformed: {exc}", processed_at=timezone.now())
+        inbox_mark(
+            inbox.pk, status=InboxStatus.REJECTED, error=f"Malformed: {exc}", processed_at=timezone.now()
+        )
         return CallbackInbox.objects.get(pk=inbox.pk)
     fields = {"correlation_id": handler.correlation(parsed)[:64], "attempts": F("attempts") + 1}
     if isinstance(parsed, StkResult):

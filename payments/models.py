@@ -332,7 +332,9 @@ class Refund(models.Model):
     originator_conversation_id = models.CharField(max_length=128, blank=True, db_index=True)
     conversation_id = models.CharField(max_length=64, blank=True, db_index=True)
     transaction_id = models.CharField(
-        max_length=32, blank=True, help_text="M-Pesa receipt of the reversal or B2C payment (unique when set)."
+        max_length=32,
+        blank=True,
+        help_text="M-Pesa receipt of the reversal or B2C payment (unique when set).",
     )
     result_code = models.CharField(max_length=16, blank=True)
     result_desc = models.CharField(max_length=512, blank=True)
@@ -362,7 +364,9 @@ class Refund(models.Model):
             ),
             # One M-Pesa receipt is one refund, like a payment's receipt.
             models.UniqueConstraint(
-                fields=["transaction_id"], condition=~Q(transaction_id=""), name="refund_transaction_id_unique"
+                fields=["transaction_id"],
+                condition=~Q(transaction_id=""),
+                name="refund_transaction_id_unique",
             ),
         ]
         permissions = [

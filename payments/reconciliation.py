@@ -56,7 +56,9 @@ def payment_deadline(payment: Payment) -> dt.datetime:
 
 
 def _next_query_at(*, now: dt.datetime, query_count: int, deadline: dt.datetime) -> dt.datetime:
-    interval = min(settings.MPESA_QUERY_INTERVAL * 2 ** min(query_count, 16), settings.MPESA_QUERY_INTERVAL_MAX)
+    interval = min(
+        settings.MPESA_QUERY_INTERVAL * 2 ** min(query_count, 16), settings.MPESA_QUERY_INTERVAL_MAX
+    )
     next_at = now + dt.timedelta(seconds=interval)
     # The last question is asked at the deadline itself, not up to an interval after it.
     return min(next_at, deadline) if now < deadline else next_at
@@ -81,7 +83,11 @@ def payment_reconcile(*, payment_id: int, now: dt.datetime | None = None) -> Pay
     # A final answer here (success above all) wins over expiry.
     payment = services.payment_query_status(payment_id=payment_id, source=EventSource.QUERY)
     now = now or timezone.now()
-    if payment.status == PaymentStatus.INITIATED and not payment.query_failing and now >= payment_deadline(payment):
+    if (
+        payment.status == PaymentStatus.INITIATED
+        and not payment.query_failing
+        and now >= payment_deadline(payment)
+    ):
         payment = payment_expire(payment_id=payment_id, now=now)
     return payment
 

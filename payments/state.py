@@ -27,7 +27,9 @@ from payments.models import (
 from payments.signals import payment_status_changed, refund_status_changed
 
 PAYMENT_EDGES: dict[str, frozenset[str]] = {
-    PaymentStatus.PENDING: frozenset({PaymentStatus.INITIATED, PaymentStatus.FAILED, PaymentStatus.NEEDS_REVIEW}),
+    PaymentStatus.PENDING: frozenset(
+        {PaymentStatus.INITIATED, PaymentStatus.FAILED, PaymentStatus.NEEDS_REVIEW}
+    ),
     PaymentStatus.INITIATED: frozenset(
         {PaymentStatus.COMPLETED, PaymentStatus.FAILED, PaymentStatus.NEEDS_REVIEW}
     ),
@@ -197,7 +199,12 @@ def payment_transition(
         to_status=to_status,
     )
     payment_status_changed.send(
-        sender=Payment, payment=payment, from_status=from_status, to_status=to_status, source=source, event=event
+        sender=Payment,
+        payment=payment,
+        from_status=from_status,
+        to_status=to_status,
+        source=source,
+        event=event,
     )
     return event
 
@@ -259,6 +266,10 @@ def refund_transition(
 
 
 def refund_created(refund: Refund, *, kind: str, source: str, actor=None, message: str = "") -> RefundEvent:
-    event = event_record(refund, kind=kind, source=source, actor=actor, message=message, to_status=refund.status)
-    refund_status_changed.send(sender=Refund, refund=refund, from_status="", to_status=refund.status, source=source)
+    event = event_record(
+        refund, kind=kind, source=source, actor=actor, message=message, to_status=refund.status
+    )
+    refund_status_changed.send(
+        sender=Refund, refund=refund, from_status="", to_status=refund.status, source=source
+    )
     return event

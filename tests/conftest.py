@@ -310,14 +310,26 @@ def place_order(products, api_user):
     from orders.services import ItemRequest, Shipping, order_place
 
     def place(
-        *, phone: str = SUCCESS_PHONE, method: str = "mpesa", product=None, quantity: int = 1, owner=None
+        *,
+        phone: str = SUCCESS_PHONE,
+        method: str = "mpesa",
+        product=None,
+        quantity: int = 1,
+        owner=None,
+        full_name: str = "Test User",
+        email: str = "",
+        language: str = "en",
+        sms_opt_out: bool = False,
     ):
         order, payment, _created = order_place(
             owner=owner or api_user,
             items=[ItemRequest(product_id=(product or products[0]).pk, quantity=quantity)],
-            shipping=Shipping(full_name="Test User", address="123 Test St", city="Nairobi"),
+            shipping=Shipping(full_name=full_name, address="123 Test St", city="Nairobi", phone=phone),
             payment_method=method,
             payment_phone=phone,
+            email=email,
+            language=language,
+            sms_opt_out=sms_opt_out,
         )
         return order, payment
 

@@ -20,8 +20,8 @@ import urllib3.exceptions
 from africastalking.Service import AfricasTalkingException
 from django.conf import settings
 
-from notifications.channels import OutcomeUnknownError, PermanentSendError, SendResult, TransientSendError
 from common.phone import e164, mask_msisdn
+from notifications.channels import OutcomeUnknownError, PermanentSendError, SendResult, TransientSendError
 
 logger = logging.getLogger(__name__)
 

@@ -19,6 +19,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
+from common.phone import mask_msisdn
 from payments.daraja.async_results import AsyncAccepted
 from payments.daraja.errors import (
     DarajaAuthError,
@@ -27,7 +28,6 @@ from payments.daraja.errors import (
     DarajaRejected,
     DarajaUnavailable,
 )
-from common.phone import mask_msisdn
 from payments.daraja.results import NAIROBI, StkPushAccepted, StkQueryAnswer, result_code_str
 from payments.daraja.security import security_credential
 

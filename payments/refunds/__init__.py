@@ -28,7 +28,11 @@ from payments.refunds.results import (
     refund_apply_result,
     result_apply,
 )
-from payments.refunds.status_check import refund_apply_status_result, refund_check_enqueue, refund_check_status
+from payments.refunds.status_check import (
+    refund_apply_status_result,
+    refund_check_enqueue,
+    refund_check_status,
+)
 from payments.refunds.submission import refund_resend_reversal, refund_submit
 from payments.refunds.sweep import refunds_sweep
 

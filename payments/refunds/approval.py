@@ -36,9 +36,16 @@ def refund_approve(*, refund_id: int, actor, source: str = EventSource.ADMIN) ->
     if refund.requested_by_id == actor.pk:
         raise RefundPermissionDenied("A second person must approve this refund: you requested it.")
     if refund.status != RefundStatus.REQUESTED:
-        raise IllegalTransition(f"Only refunds awaiting approval can be approved; this one is {refund.status}.")
+        raise IllegalTransition(
+            f"Only refunds awaiting approval can be approved; this one is {refund.status}."
+        )
     refund_transition(
-        refund, RefundStatus.APPROVED, kind=RefundEventKind.APPROVED, source=source, actor=actor, approved_by=actor
+        refund,
+        RefundStatus.APPROVED,
+        kind=RefundEventKind.APPROVED,
+        source=source,
+        actor=actor,
+        approved_by=actor,
     )
     refund_submit_after_commit(refund.pk)
     return refund
@@ -48,12 +55,16 @@ def refund_approve(*, refund_id: int, actor, source: str = EventSource.ADMIN) ->
 def refund_reject(*, refund_id: int, actor, note: str = "", source: str = EventSource.ADMIN) -> Refund:
     """An approver says no, or the requester withdraws the request; nothing was sent."""
     refund = lock_refund(refund_id)
-    if actor is None or not actor.is_active or not (
-        actor.has_perm("payments.approve_refund") or refund.requested_by_id == actor.pk
+    if (
+        actor is None
+        or not actor.is_active
+        or not (actor.has_perm("payments.approve_refund") or refund.requested_by_id == actor.pk)
     ):
         raise RefundPermissionDenied("You are not allowed to reject refunds.")
     if refund.status != RefundStatus.REQUESTED:
-        raise IllegalTransition(f"Only refunds awaiting approval can be rejected; this one is {refund.status}.")
+        raise IllegalTransition(
+            f"Only refunds awaiting approval can be rejected; this one is {refund.status}."
+        )
     refund_transition(
         refund,
         RefundStatus.REJECTED,
@@ -80,4 +91,6 @@ def refund_submit_enqueue(*, refund_id: int, claimed: bool = False) -> None:
     try:
         async_task("payments.tasks.refund_submit", refund_id, claimed, task_name=f"refund-submit-{refund_id}")
     except Exception:
-        logger.exception("Could not enqueue the submission of refund #%s; the sweeper will send it", refund_id)
+        logger.exception(
+            "Could not enqueue the submission of refund #%s; the sweeper will send it", refund_id
+        )

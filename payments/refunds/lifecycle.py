@@ -89,7 +89,9 @@ def _refund_method(payment: Payment, amount: Decimal) -> str:
     if amount == payment.amount and payment.refunded_amount == 0:
         # Reversal gives back exactly the original transaction (daraja.md §6.3: partial reversal unverified).
         if not payment.mpesa_receipt_number or payment.receipt_pending:
-            raise RefundNotAllowed("The M-Pesa receipt of this payment is not known yet; a reversal needs it.")
+            raise RefundNotAllowed(
+                "The M-Pesa receipt of this payment is not known yet; a reversal needs it."
+            )
         return RefundMethod.REVERSAL
     if not settings.MPESA_B2C_SHORTCODE:
         raise RefundMethodUnavailable(
@@ -123,7 +125,9 @@ def _refund_create(*, payment_id: int, amount, reason: str, actor, internal_note
     if not amount.is_finite() or amount <= 0:
         raise RefundInvalid("The refund amount must be more than zero.", field="amount")
     if amount != amount.to_integral_value():
-        raise RefundInvalid("M-Pesa moves whole shillings only: refund a whole number of KES.", field="amount")
+        raise RefundInvalid(
+            "M-Pesa moves whole shillings only: refund a whole number of KES.", field="amount"
+        )
     if amount > remaining:
         raise RefundInvalid(
             f"At most KES {remaining} of this payment can still be refunded.",

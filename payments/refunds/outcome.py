@@ -82,7 +82,11 @@ def refund_succeed(
     event_message = f"Refund #{refund.pk}: KES {refund.amount} returned" + (
         f", receipt {refund.transaction_id}" if refund.transaction_id else ""
     )
-    event_data = {"refund": refund.pk, "TransactionID": refund.transaction_id, "refunded_amount": str(new_total)}
+    event_data = {
+        "refund": refund.pk,
+        "TransactionID": refund.transaction_id,
+        "refunded_amount": str(new_total),
+    }
     if payment.status in REFUNDABLE_PAYMENT_STATUSES:
         payment_transition(
             payment,
@@ -145,10 +149,14 @@ def result_summary(result: AsyncResult) -> dict:
     }
 
 
-def refund_disagree(payment: Payment, refund: Refund, *, source: str, inbox, data: dict, message: str) -> None:
+def refund_disagree(
+    payment: Payment, refund: Refund, *, source: str, inbox, data: dict, message: str
+) -> None:
     """Sources disagree about a refund: recorded on both histories, changes nothing."""
     logger.error("Refund #%s: %s", refund.pk, message)
-    event_record(refund, kind=RefundEventKind.DISAGREEMENT, source=source, inbox=inbox, data=data, message=message)
+    event_record(
+        refund, kind=RefundEventKind.DISAGREEMENT, source=source, inbox=inbox, data=data, message=message
+    )
     event_record(
         payment,
         kind=EventKind.DISAGREEMENT,

@@ -21,7 +21,9 @@ def refund_resolve(*, refund_id: int, actor, succeeded: bool, note: str, transac
     if transaction_id.strip():
         receipt = clean_receipt_number(transaction_id)
         if not receipt:
-            raise RefundInvalid("An M-Pesa receipt number is 8 to 20 letters and digits.", field="transaction_id")
+            raise RefundInvalid(
+                "An M-Pesa receipt number is 8 to 20 letters and digits.", field="transaction_id"
+            )
         other = Refund.objects.filter(transaction_id=receipt).exclude(pk=refund_id).first()
         if other is not None:
             raise RefundInvalid(f"Receipt {receipt} belongs to refund #{other.pk}.", field="transaction_id")

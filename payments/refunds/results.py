@@ -150,7 +150,12 @@ def refund_apply_result(
     record = {"source": source, "inbox": inbox, "data": data}
 
     if not result.is_final:
-        event_record(refund, kind=RefundEventKind.NOTE, message="Result pending further messages (ResultType 1)", **record)
+        event_record(
+            refund,
+            kind=RefundEventKind.NOTE,
+            message="Result pending further messages (ResultType 1)",
+            **record,
+        )
     elif refund.status in AWAITING_RESULT:
         fields = _fill_ids(refund, result)
         if success:
@@ -199,7 +204,9 @@ def refund_apply_result(
         else:
             refund.transaction_id = receipt
             refund.save(update_fields=["transaction_id", "updated_at"])
-            event_record(refund, kind=RefundEventKind.RESULT_APPLIED, message=f"Receipt {receipt} filled in", **record)
+            event_record(
+                refund, kind=RefundEventKind.RESULT_APPLIED, message=f"Receipt {receipt} filled in", **record
+            )
     elif (refund.status in (RefundStatus.SUCCEEDED, RefundStatus.OVER_REFUNDED) and success) or (
         refund.status == RefundStatus.FAILED and not success
     ):

@@ -14,7 +14,15 @@ from payments.daraja.client import get_client
 from payments.daraja.errors import DarajaError
 from payments.daraja.security import SecurityCredentialError
 from payments.exceptions import RefundPermissionDenied
-from payments.models import CallbackInbox, EventSource, InboxStatus, Refund, RefundEventKind, RefundMethod, RefundStatus
+from payments.models import (
+    CallbackInbox,
+    EventSource,
+    InboxStatus,
+    Refund,
+    RefundEventKind,
+    RefundMethod,
+    RefundStatus,
+)
 from payments.refunds.outcome import refund_succeed, result_summary
 from payments.state import event_record, lock_inbox, lock_payment_and_refund, lock_refund, refund_transition
 
@@ -52,7 +60,11 @@ def refund_check_status(
         return Refund.objects.get(pk=refund_id)
     refund = Refund.objects.get(pk=refund_id)
     by_request_id = refund.originator_conversation_id or refund.conversation_id
-    query = {"original_conversation_id": by_request_id} if by_request_id else {"transaction_id": refund.original_receipt}
+    query = (
+        {"original_conversation_id": by_request_id}
+        if by_request_id
+        else {"transaction_id": refund.original_receipt}
+    )
     try:
         accepted = get_client().transaction_status(
             **query, result_url=result_url(), timeout_url=queue_timeout_url(), remarks="Refund reconciliation"
@@ -73,13 +85,16 @@ def refund_check_status(
         refund = lock_refund(refund_id)
         refund.status_query_originator_id = accepted.originator_conversation_id
         refund.status_query_conversation_id = accepted.conversation_id
-        refund.save(update_fields=["status_query_originator_id", "status_query_conversation_id", "updated_at"])
+        refund.save(
+            update_fields=["status_query_originator_id", "status_query_conversation_id", "updated_at"]
+        )
         event_record(
             refund,
             kind=RefundEventKind.STATUS_QUERY_SENT,
             source=source,
             actor=actor,
-            message="Transaction Status asked " + ("by request id" if by_request_id else "by the original receipt"),
+            message="Transaction Status asked "
+            + ("by request id" if by_request_id else "by the original receipt"),
             data={
                 "query": query,
                 "OriginatorConversationID": accepted.originator_conversation_id,
@@ -87,7 +102,8 @@ def refund_check_status(
             },
         )
     inbox_module.inbox_reprocess_unmatched(
-        kinds=inbox_module.ASYNC_KINDS, correlation_ids=[accepted.originator_conversation_id, accepted.conversation_id]
+        kinds=inbox_module.ASYNC_KINDS,
+        correlation_ids=[accepted.originator_conversation_id, accepted.conversation_id],
     )
     return Refund.objects.get(pk=refund_id)
 
@@ -110,7 +126,10 @@ def _status_verdict(refund: Refund, result: AsyncResult) -> tuple[str, str, str]
         about_originator = result.text("OriginatorConversationID")
         about_conversation = result.text("ConversationID")
         ours = bool(
-            (about_originator and about_originator in {refund.originator_conversation_id, refund.idempotency_key})
+            (
+                about_originator
+                and about_originator in {refund.originator_conversation_id, refund.idempotency_key}
+            )
             or (about_conversation and about_conversation == refund.conversation_id)
             or (refund.transaction_id and receipt == refund.transaction_id)
             or (
@@ -142,7 +161,9 @@ def _status_verdict(refund: Refund, result: AsyncResult) -> tuple[str, str, str]
 
 
 @transaction.atomic
-def refund_apply_status_result(*, refund_id: int, result: AsyncResult, inbox: CallbackInbox | None = None) -> Refund:
+def refund_apply_status_result(
+    *, refund_id: int, result: AsyncResult, inbox: CallbackInbox | None = None
+) -> Refund:
     payment, refund = lock_payment_and_refund(refund_id)
     if inbox is not None:
         inbox = lock_inbox(inbox.pk)

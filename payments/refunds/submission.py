@@ -167,7 +167,9 @@ def _after_send(refund_id: int, to_status: str, *, kind: str, message: str, data
     if refund.status != RefundStatus.SUBMITTING:
         event_record(refund, kind=RefundEventKind.NOTE, source=EventSource.SYSTEM, message=message, data=data)
         return refund
-    refund_transition(refund, to_status, kind=kind, source=EventSource.SYSTEM, message=message, data=data, **fields)
+    refund_transition(
+        refund, to_status, kind=kind, source=EventSource.SYSTEM, message=message, data=data, **fields
+    )
     return refund
 
 
@@ -186,17 +188,22 @@ def _accepted(refund_id: int, accepted: AsyncAccepted) -> Refund:
                 source=EventSource.SYSTEM,
                 message=accepted.response_description or "Accepted for processing",
                 data=ids,
-                originator_conversation_id=accepted.originator_conversation_id or refund.originator_conversation_id,
+                originator_conversation_id=accepted.originator_conversation_id
+                or refund.originator_conversation_id,
                 conversation_id=accepted.conversation_id,
                 accepted_at=timezone.now(),
                 next_check_at=timezone.now() + dt.timedelta(seconds=settings.REFUND_RESULT_TIMEOUT),
             )
         else:
             # The Result (or a queue timeout) outran this write: keep the ids, change nothing else.
-            refund.originator_conversation_id = refund.originator_conversation_id or accepted.originator_conversation_id
+            refund.originator_conversation_id = (
+                refund.originator_conversation_id or accepted.originator_conversation_id
+            )
             refund.conversation_id = refund.conversation_id or accepted.conversation_id
             refund.accepted_at = refund.accepted_at or timezone.now()
-            refund.save(update_fields=["originator_conversation_id", "conversation_id", "accepted_at", "updated_at"])
+            refund.save(
+                update_fields=["originator_conversation_id", "conversation_id", "accepted_at", "updated_at"]
+            )
             event_record(
                 refund,
                 kind=RefundEventKind.ACCEPTED,
@@ -205,6 +212,7 @@ def _accepted(refund_id: int, accepted: AsyncAccepted) -> Refund:
                 data=ids,
             )
     inbox_module.inbox_reprocess_unmatched(
-        kinds=inbox_module.ASYNC_KINDS, correlation_ids=[accepted.originator_conversation_id, accepted.conversation_id]
+        kinds=inbox_module.ASYNC_KINDS,
+        correlation_ids=[accepted.originator_conversation_id, accepted.conversation_id],
     )
     return Refund.objects.get(pk=refund_id)

@@ -98,7 +98,9 @@ def refunds_sweep(*, now: dt.datetime | None = None) -> dict:
         "unknown",
     )
     each(
-        Refund.objects.filter(status=RefundStatus.SUBMITTED, next_check_at__lte=now).order_by("next_check_at"),
+        Refund.objects.filter(status=RefundStatus.SUBMITTED, next_check_at__lte=now).order_by(
+            "next_check_at"
+        ),
         lambda refund_id: _mark_unknown(
             refund_id,
             expected=RefundStatus.SUBMITTED,

@@ -212,7 +212,9 @@ def _retry_attempt_create(*, payment_id: int, phone: str | None, source: str, ac
         source=source,
         actor=actor,
     )
-    event_record(failed, kind=EventKind.NOTE, source=source, actor=actor, message=f"Retried as payment #{new.pk}")
+    event_record(
+        failed, kind=EventKind.NOTE, source=source, actor=actor, message=f"Retried as payment #{new.pk}"
+    )
     return new
 
 

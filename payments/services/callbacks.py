@@ -26,7 +26,10 @@ def stk_callback_apply(inbox: CallbackInbox, result: StkResult) -> bool:
     """A callback on the secret URL: Daraja's word. False when no payment has its CheckoutRequestID."""
     try:
         payment_apply_result(
-            checkout_request_id=result.checkout_request_id, result=result, source=EventSource.CALLBACK, inbox=inbox
+            checkout_request_id=result.checkout_request_id,
+            result=result,
+            source=EventSource.CALLBACK,
+            inbox=inbox,
         )
     except PaymentNotFound:
         return False
@@ -36,7 +39,9 @@ def stk_callback_apply(inbox: CallbackInbox, result: StkResult) -> bool:
 def legacy_callback_apply(inbox: CallbackInbox, result: StkResult) -> bool:
     """A callback on the original, unauthenticated path: only a reason to ask Daraja."""
     payment_id = (
-        Payment.objects.filter(checkout_request_id=result.checkout_request_id).values_list("pk", flat=True).first()
+        Payment.objects.filter(checkout_request_id=result.checkout_request_id)
+        .values_list("pk", flat=True)
+        .first()
     )
     if payment_id is None:
         return False
@@ -62,9 +67,18 @@ def callback_attach(*, inbox_id: int, payment_id: int, actor, note: str = "") ->
             raise IllegalTransition(
                 f"Payment #{payment.pk} has its own CheckoutRequestID ({payment.checkout_request_id})."
             )
-        if Payment.objects.filter(checkout_request_id=result.checkout_request_id).exclude(pk=payment.pk).exists():
+        if (
+            Payment.objects.filter(checkout_request_id=result.checkout_request_id)
+            .exclude(pk=payment.pk)
+            .exists()
+        ):
             raise IllegalTransition("Another payment already has this callback's CheckoutRequestID.")
-        if payment.status not in (PaymentStatus.PENDING, PaymentStatus.INITIATED, PaymentStatus.FAILED, PaymentStatus.NEEDS_REVIEW):
+        if payment.status not in (
+            PaymentStatus.PENDING,
+            PaymentStatus.INITIATED,
+            PaymentStatus.FAILED,
+            PaymentStatus.NEEDS_REVIEW,
+        ):
             raise IllegalTransition(f"A {payment.get_status_display().lower()} payment takes no callback.")
         payment.checkout_request_id = result.checkout_request_id
         payment.merchant_request_id = payment.merchant_request_id or result.merchant_request_id

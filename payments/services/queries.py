@@ -42,7 +42,9 @@ def payment_query_status(*, payment_id: int, source: str = EventSource.QUERY, ac
     payment = Payment.objects.select_related("order").filter(pk=payment_id).first()
     if payment is None:
         raise PaymentNotFound("No such payment.")
-    require_perm_or_owner(actor, "payments.query_payment", payment, "You may not ask M-Pesa about this payment.")
+    require_perm_or_owner(
+        actor, "payments.query_payment", payment, "You may not ask M-Pesa about this payment."
+    )
     if payment.method != PaymentMethod.MPESA or not payment.checkout_request_id:
         return payment
     try:

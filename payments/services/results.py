@@ -65,7 +65,11 @@ def payment_apply_result(
         if payment.status == PaymentStatus.PENDING:
             # The push's answer never got recorded, but its CheckoutRequestID did (attached by staff).
             payment_transition(
-                payment, PaymentStatus.INITIATED, kind=EventKind.PUSH_ACCEPTED, message="Push confirmed by its result", **record
+                payment,
+                PaymentStatus.INITIATED,
+                kind=EventKind.PUSH_ACCEPTED,
+                message="Push confirmed by its result",
+                **record,
             )
         if result.is_success:
             _apply_success(payment, result, record)
@@ -99,7 +103,9 @@ def payment_apply_result(
     elif payment.status == PaymentStatus.FAILED:
         event_record(payment, kind=EventKind.DUPLICATE_RESULT, message="Repeat of a failure", **record)
     else:
-        event_record(payment, kind=EventKind.DUPLICATE_RESULT, message=f"Result while {payment.status}", **record)
+        event_record(
+            payment, kind=EventKind.DUPLICATE_RESULT, message=f"Result while {payment.status}", **record
+        )
 
     if inbox is not None:
         inbox.payment = payment
@@ -121,7 +127,10 @@ def _apply_to_paid(payment: Payment, result: StkResult, record: dict) -> None:
         )
     elif payment.receipt_pending and result.receipt_number:
         _fill_receipt(payment, result, record)
-    elif result.receipt_number and (payment.mpesa_receipt_number or result.receipt_number) != result.receipt_number:
+    elif (
+        result.receipt_number
+        and (payment.mpesa_receipt_number or result.receipt_number) != result.receipt_number
+    ):
         # Another receipt for the same CheckoutRequestID: never overwrite, keep it as evidence.
         event_record(
             payment,
@@ -180,7 +189,9 @@ def _apply_success(payment: Payment, result: StkResult, record: dict) -> None:
         _to_review(payment, result, record, review, base)
 
 
-def _to_review(payment: Payment, result: StkResult, record: dict, review: tuple[str, str], base: dict) -> None:
+def _to_review(
+    payment: Payment, result: StkResult, record: dict, review: tuple[str, str], base: dict
+) -> None:
     reason, message = review
     payment_transition(
         payment,

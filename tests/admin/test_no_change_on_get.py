@@ -184,7 +184,7 @@ def test_a_crafted_link_never_approves_a_refund_and_a_post_needs_the_csrf_token(
     refund = Refund.objects.get(status=RefundStatus.REQUESTED)
     url = reverse("admin:payments_refund_approve", args=[refund.pk])
     browser = Client(enforce_csrf_checks=True)
-    browser.force_login(_second_approver())
+    browser.force_login(admin_user)  # not the requester: maker and checker differ
 
     page = browser.get(url, CRAFTED)
     assert page.status_code == 200

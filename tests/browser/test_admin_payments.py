@@ -45,4 +45,6 @@ def test_staff_ask_mpesa_now_from_the_payment_page(daraja, products, api_client,
     page = admin_login()
     page.goto(f"{daraja.url}/admin/payments/payment/{payment_id}/change/")
     page.get_by_role("link", name="Ask M-Pesa now").click()
+    # A confirmation dialog: the query is sent only by its POST.
+    page.get_by_role("button", name="Ask M-Pesa").click()
     expect(page.locator("body")).to_contain_text("is Completed")

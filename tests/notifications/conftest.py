@@ -3,11 +3,10 @@
 import pytest
 
 from notifications.models import Notification, NotificationAttempt
-from orders.models import Customer
 from payments import services as payment_services
 from payments.daraja.results import parse_stk_callback
 from payments.models import EventSource, PaymentStatus
-from tests.conftest import SUCCESS_PHONE, stk_callback
+from tests.conftest import stk_callback
 
 CHECKOUT = "ws_CO_191220191020363925"
 
@@ -21,19 +20,22 @@ def _notification_settings(settings):
 
 
 @pytest.fixture
-def customer(api_user):
-    """The customer the API user orders as (order_place finds it by user)."""
-    return Customer.objects.create(
-        user=api_user, full_name="Amina Wanjiru", email="amina@example.com", phone=SUCCESS_PHONE
-    )
+def contact():
+    """Whom the order's messages go to, given with the order (a test overrides it by parametrizing)."""
+    return {
+        "full_name": "Amina Wanjiru",
+        "email": "amina@example.com",
+        "language": "en",
+        "sms_opt_out": False,
+    }
 
 
 @pytest.fixture
-def initiated(customer, fake_daraja, place_order, django_capture_on_commit_callbacks):
+def initiated(contact, fake_daraja, place_order, django_capture_on_commit_callbacks):
     """An M-Pesa order of KES 10 whose STK push was accepted (CheckoutRequestID CHECKOUT); messages sent."""
     fake_daraja.checkout_ids.append(CHECKOUT)
     with django_capture_on_commit_callbacks(execute=True):
-        _order, payment = place_order()
+        _order, payment = place_order(**contact)
     assert payment.status == PaymentStatus.INITIATED
     return payment
 

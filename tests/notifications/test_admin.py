@@ -47,7 +47,8 @@ def test_resend_needs_the_permission(client, django_user_model, paid):
     notification = Notification.objects.filter(channel="sms", event="payment_completed").get()
 
     response = client.post(
-        reverse("admin:notifications_notification_resend", args=[notification.pk]), {"_form_submitted": "True"}
+        reverse("admin:notifications_notification_resend", args=[notification.pk]),
+        {"_form_submitted": "True"},
     )
 
     assert response.status_code == 403
@@ -61,10 +62,13 @@ def test_resend_action_sends_again_and_records_who(
 
     with django_capture_on_commit_callbacks(execute=True):
         response = admin_client.post(
-            reverse("admin:notifications_notification_resend", args=[notification.pk]), {"_form_submitted": "True"}
+            reverse("admin:notifications_notification_resend", args=[notification.pk]),
+            {"_form_submitted": "True"},
         )
 
-    assert response["HX-Redirect"] == reverse("admin:notifications_notification_change", args=[notification.pk])
+    assert response["HX-Redirect"] == reverse(
+        "admin:notifications_notification_change", args=[notification.pk]
+    )
     notification.refresh_from_db()
     assert notification.status == NS.SENT and notification.resent_by == admin_user
     assert NotificationAttempt.objects.filter(notification=notification, outcome="sent").count() == 2

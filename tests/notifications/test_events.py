@@ -9,7 +9,7 @@ import pytest
 from django.db import transaction
 
 from notifications.models import Notification, NotificationEvent, NotificationRule, NotificationStatus
-from orders.models import OrderStatus
+from orders.models import Customer, Order, OrderStatus
 from orders.services import order_cancel_if_unpaid
 from payments.models import PaymentStatus
 from payments.signals import refund_status_changed
@@ -85,9 +85,9 @@ def test_rolled_back_status_change_sends_nothing(initiated, callback):
     assert not messages_for(E.PAYMENT_COMPLETED).exists()
 
 
-def test_cash_on_delivery_confirmation(customer, place_order, django_capture_on_commit_callbacks):
+def test_cash_on_delivery_confirmation(contact, place_order, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
-        order, _payment = place_order(method="cod")
+        order, _payment = place_order(method="cod", **contact)
 
     assert order.status == OrderStatus.CONFIRMED
     sms = messages_for(E.ORDER_CONFIRMED, "sms").get()
@@ -163,18 +163,16 @@ def test_refund_failed_emails_staff_and_not_the_customer(
     assert [m.to for m in mailoutbox] == [["finance@duka.example"]]
 
 
-def test_sms_opt_out_keeps_the_email(customer, initiated, callback):
-    customer.sms_opt_out = True
-    customer.save()
+@pytest.mark.parametrize("contact", [{"email": "amina@example.com", "sms_opt_out": True}])
+def test_sms_opt_out_keeps_the_email(initiated, callback):
     callback(amount=10.0, receipt="NLJ7RT61SV")
 
     assert not messages_for(E.PAYMENT_COMPLETED, "sms").exists()
     assert messages_for(E.PAYMENT_COMPLETED, "email").exists()
 
 
-def test_no_email_address_means_sms_only(customer, initiated, callback):
-    customer.email = ""
-    customer.save()
+@pytest.mark.parametrize("contact", [{"email": ""}])
+def test_no_email_address_means_sms_only(initiated, callback):
     callback(amount=10.0, receipt="NLJ7RT61SV")
 
     assert list(messages_for(E.PAYMENT_COMPLETED).values_list("channel", flat=True)) == ["sms"]
@@ -187,9 +185,8 @@ def test_a_channel_switched_off_in_the_rules_sends_nothing(initiated, callback):
     assert list(messages_for(E.PAYMENT_COMPLETED).values_list("channel", flat=True)) == ["sms"]
 
 
-def test_swahili_customer_gets_swahili_messages(customer, initiated, callback):
-    customer.language = "sw"
-    customer.save()
+@pytest.mark.parametrize("contact", [{"email": "amina@example.com", "language": "sw"}])
+def test_swahili_customer_gets_swahili_messages(initiated, callback):
     callback(result_code=1032)
 
     sms = messages_for(E.PAYMENT_FAILED, "sms").get()
@@ -216,7 +213,7 @@ def test_a_notification_problem_never_blocks_the_payment(initiated, callback, mo
 
 
 def test_order_api_takes_sms_opt_out_and_language(
-    customer, fake_daraja, products, api_client, django_capture_on_commit_callbacks
+    fake_daraja, products, api_client, django_capture_on_commit_callbacks
 ):
     body = {
         **order_body(product_id=products[0].pk),
@@ -228,22 +225,64 @@ def test_order_api_takes_sms_opt_out_and_language(
         response = api_client.post_json("/api/v1/orders", body)
 
     assert response.status_code == 201, response.content
-    customer.refresh_from_db()
-    assert customer.sms_opt_out is True and customer.language == "sw"
+    order = Order.objects.get(reference=response.json()["order"]["reference"])
+    assert (order.contact_email, order.contact_language, order.contact_sms_opt_out) == (
+        "amina@example.com",
+        "sw",
+        True,
+    )
     assert list(messages_for(E.PAYMENT_INITIATED).values_list("channel", "language")) == [("email", "sw")]
 
 
-def test_order_api_without_the_new_fields_keeps_the_customer_settings(
-    customer, fake_daraja, products, api_client
+def test_two_orders_from_one_token_each_message_their_own_contact(
+    fake_daraja, products, api_client, django_capture_on_commit_callbacks
 ):
-    customer.language, customer.sms_opt_out = "sw", True
-    customer.save()
+    """One storefront token places every customer's orders: each order's messages go to its own contact."""
+    amina = {**order_body(product_id=products[0].pk), "email": "amina@example.com", "language": "sw"}
+    brian = {
+        **order_body(product_id=products[0].pk),
+        "email": "brian@example.com",
+        "language": "en",
+        "smsOptOut": True,
+    }
+    brian["shipping"] = {**brian["shipping"], "fullName": "Brian Otieno"}
+    with django_capture_on_commit_callbacks(execute=True):
+        first = api_client.post_json("/api/v1/orders", amina).json()["order"]["reference"]
+        second = api_client.post_json("/api/v1/orders", brian).json()["order"]["reference"]
 
-    response = api_client.post_json("/api/v1/orders", order_body(product_id=products[0].pk))
+    sent = {
+        (n.order.reference, n.channel): (n.recipient, n.language)
+        for n in Notification.objects.filter(event=E.PAYMENT_INITIATED).select_related("order")
+    }
+    assert sent == {
+        (first, "sms"): (SUCCESS_PHONE, "sw"),
+        (first, "email"): ("amina@example.com", "sw"),
+        (second, "email"): ("brian@example.com", "en"),
+    }
+    # The same phone paid both: one customer row, still as the first order created it.
+    customer = Customer.objects.get(phone=SUCCESS_PHONE)
+    assert (customer.email, customer.language, customer.sms_opt_out) == ("amina@example.com", "sw", False)
+    assert Order.objects.filter(customer=customer).count() == 2
+
+
+def test_a_later_order_never_rewrites_the_customer_row(fake_daraja, products, api_client):
+    Customer.objects.create(
+        full_name="Amina Wanjiru", phone=SUCCESS_PHONE, email="amina@example.com", language="sw"
+    )
+
+    body = {**order_body(product_id=products[0].pk), "email": "someone.else@example.com", "smsOptOut": True}
+    response = api_client.post_json("/api/v1/orders", body)
 
     assert response.status_code == 201, response.content
-    customer.refresh_from_db()
-    assert customer.language == "sw" and customer.sms_opt_out is True
+    customer = Customer.objects.get(phone=SUCCESS_PHONE)
+    assert (customer.full_name, customer.email, customer.language, customer.sms_opt_out) == (
+        "Amina Wanjiru",
+        "amina@example.com",
+        "sw",
+        False,
+    )
+    order = Order.objects.get(reference=response.json()["order"]["reference"])
+    assert order.customer == customer and order.contact_email == "someone.else@example.com"
 
 
 def test_local_backend_logs_the_sms_with_the_phone_masked(initiated, callback, caplog):

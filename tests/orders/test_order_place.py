@@ -59,18 +59,26 @@ def test_mixed_problems_are_reported_together_as_a_validation_error(fake_daraja,
     assert set(refused.value.fields) == {"items[0].price", "items[1].productId"}
 
 
-def test_customer_is_recorded_with_the_normalised_phone(fake_daraja, api_user, products):
-    place(
+def test_order_keeps_its_contact_and_finds_the_customer_by_normalised_phone(fake_daraja, api_user, products):
+    order, _, _ = place(
         api_user,
         [ItemRequest(product_id=products[0].pk, quantity=1)],
         payment_phone="+254 708 374 149",
         email="w@example.com",
     )
+    again, _, _ = place(
+        api_user, [ItemRequest(product_id=products[0].pk, quantity=1)], payment_phone="0708374149", email=""
+    )
 
-    customer = Customer.objects.get(user=api_user)
-    assert customer.phone == "254708374149"
-    assert customer.email == "w@example.com"
-    assert customer.full_name == "Wanjiku Kamau"
+    customer = Customer.objects.get(phone="254708374149")
+    assert (customer.email, customer.full_name) == ("w@example.com", "Wanjiku Kamau")
+    assert order.customer == customer and again.customer == customer
+    assert (order.contact_phone, order.contact_email, order.contact_name) == (
+        "254708374149",
+        "w@example.com",
+        "Wanjiku Kamau",
+    )
+    assert again.contact_email == ""
 
 
 def test_mpesa_order_has_a_payment_deadline_and_cod_does_not(fake_daraja, api_user, products):

@@ -73,7 +73,9 @@ def test_ask_mpesa_now_applies_the_stk_query_answer(admin_client, admin_user, fa
     _order, payment = place_order()
     fake_daraja.answer_query("0")
 
-    response, shown = post_action(admin_client, reverse("admin:payments_payment_query_now", args=[payment.pk]))
+    response, shown = post_action(
+        admin_client, reverse("admin:payments_payment_query_now", args=[payment.pk])
+    )
 
     assert response.status_code == 200
     assert response["HX-Redirect"] == reverse("admin:payments_payment_change", args=[payment.pk])
@@ -91,7 +93,9 @@ def test_ask_mpesa_now_while_the_customer_has_not_answered_keeps_the_payment_ope
 ):
     _order, payment = place_order()
 
-    response, _shown = post_action(admin_client, reverse("admin:payments_payment_query_now", args=[payment.pk]))
+    response, _shown = post_action(
+        admin_client, reverse("admin:payments_payment_query_now", args=[payment.pk])
+    )
 
     assert response.status_code == 200
     payment.refresh_from_db()
@@ -104,7 +108,9 @@ def test_cash_collected_completes_a_cash_on_delivery_payment(
 ):
     _order, payment = place_order(method="cod", phone="")
 
-    response, shown = post_action(admin_client, reverse("admin:payments_payment_mark_collected", args=[payment.pk]))
+    response, shown = post_action(
+        admin_client, reverse("admin:payments_payment_mark_collected", args=[payment.pk])
+    )
 
     assert response.status_code == 200
     assert "Cash on delivery recorded as collected." in shown

@@ -288,9 +288,9 @@ def test_the_sweep_hands_each_due_attempt_to_its_own_task_and_calls_no_daraja_it
 
     assert fake_daraja.queries == []
     tasks = [package.task for package in OrmQ.objects.order_by("pk")][queued_before:]
-    assert sorted(task["args"][0] for task in tasks if task["func"] == "payments.tasks.payment_reconcile") == [
-        p.pk for p in payments
-    ]
+    assert sorted(
+        task["args"][0] for task in tasks if task["func"] == "payments.tasks.payment_reconcile"
+    ) == [p.pk for p in payments]
     assert elapsed < reconciliation.sweep_time_budget()
 
 

@@ -529,7 +529,9 @@ def test_a_second_payout_that_no_longer_fits_ends_over_refunded_not_in_flight_fo
     assert second.events.filter(kind=RefundEventKind.DUPLICATE_RESULT).count() == 1
 
 
-def test_b2c_crash_is_resolved_by_transaction_status_on_our_own_key(paid, maker, result_apis, client, settings):
+def test_b2c_crash_is_resolved_by_transaction_status_on_our_own_key(
+    paid, maker, result_apis, client, settings
+):
     settings.MPESA_B2C_SHORTCODE = "600992"
     result_apis.on_call = die_after_daraja_accepts
     refund = refunds.refund_request(payment_id=paid.pk, amount=Decimal("5"), reason="Partial", actor=maker)
