@@ -47,12 +47,12 @@ from notifications.rendering import render_message
 
 logger = logging.getLogger(__name__)
 
-E = NotificationEvent
+
 NS = NotificationStatus
 PAYMENT_EVENTS = {
-    "initiated": E.PAYMENT_INITIATED,
-    "completed": E.PAYMENT_COMPLETED,
-    "failed": E.PAYMENT_FAILED,
+    "initiated": NotificationEvent.PAYMENT_INITIATED,
+    "completed": NotificationEvent.PAYMENT_COMPLETED,
+    "failed": NotificationEvent.PAYMENT_FAILED,
 }
 # How long a freshly queued row waits before the sweeper sends it, should the on_commit enqueue be lost.
 ENQUEUE_GRACE = dt.timedelta(seconds=60)
@@ -225,9 +225,9 @@ def notification_queue_for_payment(*, payment, to_status: str) -> list[Notificat
 def notification_queue_for_order(*, order, to_status: str, reason: str = "") -> list[Notification]:
     """Cash-on-delivery orders confirmed, and cancelled orders. Once per order."""
     if to_status == "CONFIRMED" and order.payment_method == "cod":
-        event = E.ORDER_CONFIRMED
+        event = NotificationEvent.ORDER_CONFIRMED
     elif to_status == "CANCELLED":
-        event = E.ORDER_CANCELLED
+        event = NotificationEvent.ORDER_CANCELLED
     else:
         return []
     return _queue_for_order_contact(
@@ -246,7 +246,7 @@ def notification_queue_for_refund(*, refund, to_status: str) -> list[Notificatio
     refund_id = getattr(refund, "pk", None)
     if to_status == "succeeded" and order is not None:
         return _queue_for_order_contact(
-            event=E.REFUND_SUCCEEDED,
+            event=NotificationEvent.REFUND_SUCCEEDED,
             subject_key=f"refund-{refund_id}",
             order=order,
             # The refunded attempt's number: the one that paid, and the one the money goes back to.
@@ -256,7 +256,7 @@ def notification_queue_for_refund(*, refund, to_status: str) -> list[Notificatio
             refund_id=refund_id,
         )
     if to_status == "failed":
-        if not channel_enabled(event=E.REFUND_FAILED, channel=Channel.EMAIL):
+        if not channel_enabled(event=NotificationEvent.REFUND_FAILED, channel=Channel.EMAIL):
             return []
         addresses = [a.strip() for a in settings.NOTIFICATIONS_STAFF_EMAILS if a.strip()]
         if not addresses:
@@ -268,12 +268,12 @@ def notification_queue_for_refund(*, refund, to_status: str) -> list[Notificatio
         queued = []
         for address in addresses:
             notification = notification_queue(
-                event=E.REFUND_FAILED,
+                event=NotificationEvent.REFUND_FAILED,
                 channel=Channel.EMAIL,
                 recipient=address,
                 language="en",
                 context=context,
-                dedupe_key=f"{E.REFUND_FAILED}:refund-{refund_id}:email:{address.lower()}",
+                dedupe_key=f"{NotificationEvent.REFUND_FAILED}:refund-{refund_id}:email:{address.lower()}",
                 payment=payment,
                 order=order,
                 refund_id=refund_id,

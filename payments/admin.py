@@ -39,7 +39,12 @@ from payments.models import (
     RefundEvent,
     RefundStatus,
 )
-from payments.selectors import callback_candidates, inbox_needing_attention, payment_retry_blocker
+from payments.selectors import (
+    callback_candidates,
+    inbox_needing_attention,
+    payment_retry_blocker,
+    payments_receipt_pending,
+)
 
 STATUS_COLOURS = {
     PaymentStatus.PENDING: "info",
@@ -116,7 +121,7 @@ class ReceiptPendingFilter(admin.SimpleListFilter):
 
     def queryset(self, request, queryset):
         if self.value() == "pending":
-            return queryset.filter(receipt_pending=True, status__in=PAID_STATUSES)
+            return queryset.filter(pk__in=payments_receipt_pending().values("pk"))
         return queryset
 
 
