@@ -17,6 +17,7 @@ from orders.signals import order_status_changed
 from payments import services as payment_services
 from payments.daraja.client import MAX_MPESA_AMOUNT
 from payments.models import OPEN_STATUSES, PAID_STATUSES, EventSource, Payment, PaymentMethod, PaymentStatus
+from payments.state import lock_order_payments
 
 MAX_QUANTITY = 1000
 
@@ -306,7 +307,7 @@ def order_cancel(*, order_id: int, actor, reason: str) -> Order:
             "validation_error", "Say why the order is cancelled.", fields={"reason": "Required."}
         )
     # The lock order everywhere: the attempts first, then the order.
-    attempts = list(Payment.objects.select_for_update().filter(order_id=order_id).order_by("pk"))
+    attempts = lock_order_payments(order_id)
     order = Order.objects.select_for_update().get(pk=order_id)
     if order.status == OrderStatus.CANCELLED:
         raise OrderError("illegal_transition", "The order is already cancelled.", http_status=409)
@@ -361,12 +362,7 @@ def order_cancel_if_unpaid(*, order_id: int, now: dt.datetime | None = None) -> 
     # Attempts first, then the order: the same lock order as a callback (payment, then its order) and a
     # retry, so none of them can deadlock with this. A racing retry either commits first (and we see it in
     # flight) or finds the order cancelled once it gets the locks.
-    list(
-        Payment.objects.select_for_update()
-        .filter(order_id=order_id)
-        .order_by("pk")
-        .values_list("pk", flat=True)
-    )
+    lock_order_payments(order_id)
     order = Order.objects.select_for_update().get(pk=order_id)
     if order.status != OrderStatus.PENDING or order.payment_due_at is None or order.payment_due_at > now:
         return False

@@ -90,7 +90,14 @@ def lock_payment(payment_id: int) -> Payment:
 
 
 def lock_order_payments(order_id: int) -> list[Payment]:
-    """Every attempt of an order, locked in primary-key order (the one order all multi-row lockers use)."""
+    """Every attempt of an order, locked in primary-key order (the one order all multi-row lockers use).
+
+    Asked twice: under READ COMMITTED a locking read returns the rows its statement's snapshot saw, so an
+    attempt another transaction committed while we waited for the first lock (a concurrent retry) is
+    missing from it. A new attempt is only created under these locks, so the second read sees (and locks)
+    every attempt there is; without it a second retry would insert beside an open attempt it never saw.
+    """
+    list(Payment.objects.select_for_update().filter(order_id=order_id).order_by("pk").values_list("pk"))
     return list(Payment.objects.select_for_update().filter(order_id=order_id).order_by("pk"))
 
 
