@@ -1,13 +1,26 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.auth.admin import GroupAdmin as BaseGroupAdmin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.models import Group, User
+from django.db.models import Q
+from django.urls import reverse
+from django.utils import timezone
 from django_q import admin as q_admin
 from django_q.models import Failure, OrmQ, Schedule, Success
 from unfold.admin import ModelAdmin
+from unfold.decorators import action, display
 from unfold.forms import AdminPasswordChangeForm, UserChangeForm, UserCreationForm
 
-from backoffice.models import ApiToken
+from backoffice.exceptions import ApiTokenError
+from backoffice.models import ApiToken, ApiTokenStatus
+from backoffice.services import api_token_revoke
+from common.admin import confirm_dialog, dialog_redirect
+
+TOKEN_STATUS_COLOURS = {
+    ApiTokenStatus.ACTIVE: "success",
+    ApiTokenStatus.EXPIRED: "warning",
+    ApiTokenStatus.REVOKED: "danger",
+}
 
 admin.site.unregister(User)
 admin.site.unregister(Group)
@@ -25,17 +38,94 @@ class GroupAdmin(BaseGroupAdmin, ModelAdmin):
     pass
 
 
+class ApiTokenStatusFilter(admin.SimpleListFilter):
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request, model_admin):
+        return ApiTokenStatus.choices
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        unexpired = Q(expires_at__isnull=True) | Q(expires_at__gt=now)
+        match self.value():
+            case ApiTokenStatus.ACTIVE:
+                return queryset.filter(unexpired, revoked_at__isnull=True)
+            case ApiTokenStatus.EXPIRED:
+                return queryset.filter(expires_at__lte=now, revoked_at__isnull=True)
+            case ApiTokenStatus.REVOKED:
+                return queryset.filter(revoked_at__isnull=False)
+        return queryset
+
+
 @admin.register(ApiToken)
 class ApiTokenAdmin(ModelAdmin):
-    list_display = ["key_prefix", "user", "name", "created_at", "last_used_at", "revoked_at"]
-    list_filter = ["revoked_at"]
+    """Tokens are issued by `manage.py issue_api_token` (the raw token is printed once, never stored or shown
+    again). Here: what each may do, until when, whether it is used, and revoking it (a dialog, on POST)."""
+
+    list_display = [
+        "key_prefix",
+        "user",
+        "name",
+        "show_scopes",
+        "show_status",
+        "expires_at",
+        "last_used_at",
+        "created_at",
+    ]
+    list_filter = [ApiTokenStatusFilter]
     search_fields = ["user__username", "name", "key_prefix"]
-    readonly_fields = ["user", "key_prefix", "created_at", "last_used_at"]
-    fields = ["user", "name", "key_prefix", "created_at", "last_used_at", "revoked_at"]
+    list_select_related = ["user"]
+    fields = [
+        "user",
+        "name",
+        "key_prefix",
+        "show_scopes",
+        "show_status",
+        "expires_at",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    ]
+    # Scopes and expiry are chosen at issue; revoking is the action below. Only the label is editable.
+    readonly_fields = [field for field in fields if field != "name"]
+    actions_detail = ["revoke"]
 
     def has_add_permission(self, request):
         # Tokens are shown once at creation: `manage.py issue_api_token <username>`.
         return False
+
+    def has_revoke_permission(self, request, object_id=None):
+        return request.user.has_perm("backoffice.change_apitoken") and (
+            object_id is None or ApiToken.objects.filter(pk=object_id, revoked_at__isnull=True).exists()
+        )
+
+    @display(description="Scopes")
+    def show_scopes(self, obj):
+        return ", ".join(obj.scopes) or "-"
+
+    @display(description="Status", label=TOKEN_STATUS_COLOURS)
+    def show_status(self, obj):
+        return obj.status, obj.status.label
+
+    @action(
+        description="Revoke",
+        icon="block",
+        permissions=["revoke"],
+        dialog=confirm_dialog(
+            "Revoke this API token",
+            "Its next request is refused (401). This cannot be undone: issue a new token instead.",
+            "Revoke",
+        ),
+    )
+    def revoke(self, request, form, object_id):
+        try:
+            token = api_token_revoke(token_id=int(object_id), actor=request.user)
+        except ApiTokenError as exc:
+            messages.error(request, exc.message)
+        else:
+            messages.success(request, f"API token {token.key_prefix}… of {token.user} is revoked.")
+        return dialog_redirect(reverse("admin:backoffice_apitoken_change", args=[object_id]))
 
 
 for model in (Schedule, Success, Failure, OrmQ):

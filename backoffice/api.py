@@ -1,50 +1,93 @@
-"""The storefront JSON API: `/api/v1`, per-user bearer tokens, errors as {"error": {code, message, fields}}."""
+"""The storefront JSON API: `/api/v1`, per-user bearer tokens, errors as {"error": {code, message, fields}}.
 
-import datetime as dt
+Every router is mounted below with the one token scope its endpoints need (ApiScope); an endpoint that is
+public says `auth=None` itself. An endpoint mounted without a scope refuses every token (fail closed), and
+tests/api/test_tokens.py walks the routes to find it.
+"""
 
 from django.http import Http404
-from django.utils import timezone
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.openapi.schema import OpenAPISchema
 from ninja.security import HttpBearer
 
-from backoffice.models import ApiToken, hash_token
+from backoffice.exceptions import ApiTokenExpired, ApiTokenRefused, ApiTokenScopeMissing
+from backoffice.models import ApiScope
+from backoffice.services import api_token_authenticate
 from common.phone import InvalidPhoneNumber
 from orders.api import router as orders_router
 from orders.exceptions import OrderError
+from payments.api import refunds_router
 from payments.api import router as payments_router
 from payments.exceptions import PaymentError
 
-LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
-
 
 class ApiTokenAuth(HttpBearer):
+    """A bearer token that is known, unrevoked, unexpired, of an active user, and holds `scope`."""
+
+    def __init__(self, scope: ApiScope | None):
+        self.scope = scope
+        super().__init__()
+
+    def __call__(self, request):
+        # HttpBearer's own __call__ logs the whole header (a token) when DEBUG is on and the scheme is not
+        # Bearer: a credential must never reach a log.
+        scheme, _, token = (request.headers.get(self.header) or "").partition(" ")
+        if scheme.lower() != self.openapi_scheme:
+            return None
+        return self.authenticate(request, token.strip())
+
     def authenticate(self, request, token: str):
-        if not token or len(token) > 200:
-            return None
-        api_token = (
-            ApiToken.objects.select_related("user")
-            .filter(key_hash=hash_token(token), revoked_at__isnull=True, user__is_active=True)
-            .first()
-        )
-        if api_token is None:
-            return None
-        now = timezone.now()
-        if not api_token.last_used_at or now - api_token.last_used_at > LAST_USED_RESOLUTION:
-            ApiToken.objects.filter(pk=api_token.pk).update(last_used_at=now)
-        return api_token.user
+        try:
+            return api_token_authenticate(raw_token=token, scope=self.scope)
+        except ApiTokenRefused:
+            return None  # ninja answers AuthenticationError: the same 401 as no token at all
 
 
-api = NinjaAPI(
+class ScopedOpenAPISchema(OpenAPISchema):
+    """The scope each endpoint needs, in /api/v1/docs and the OpenAPI document.
+
+    OpenAPI 3.1 lets a non-OAuth security requirement list the roles it needs: `{"ApiTokenAuth": ["orders"]}`.
+    """
+
+    def operation_security(self, operation):
+        requirements = super().operation_security(operation)
+        for auth, requirement in zip(operation.auth_callbacks, requirements or [], strict=False):
+            if isinstance(auth, ApiTokenAuth) and auth.scope:
+                requirement[type(auth).__name__].append(str(auth.scope))
+        return requirements
+
+    def operation_details(self, operation):
+        details = super().operation_details(operation)
+        scopes = [str(auth.scope) for auth in operation.auth_callbacks if getattr(auth, "scope", None)]
+        if scopes:
+            needs = f"Needs an API token with the `{'`, `'.join(scopes)}` scope."
+            details["description"] = (
+                f"{details['description']}\n\n{needs}" if "description" in details else needs
+            )
+        return details
+
+
+class BackOfficeAPI(NinjaAPI):
+    def get_openapi_schema(self, *, path_prefix=None, path_params=None):
+        if path_prefix is None:
+            path_prefix = self.get_root_path(path_params or {})
+        return ScopedOpenAPISchema(self, path_prefix)
+
+
+api = BackOfficeAPI(
     title="M-Pesa Back Office API",
     version="1",
     description="Storefront API: catalogue, orders, M-Pesa payments. Compatible with the original Node service.",
-    auth=ApiTokenAuth(),
+    auth=ApiTokenAuth(scope=None),  # only for a router mounted without its scope: it refuses every token
     urls_namespace="api",
     docs_url="/docs",
 )
-api.add_router("/", orders_router)
-api.add_router("/payments", payments_router)
+# One mount per router, with the scope its endpoints need. A path belongs to one router (Django resolves
+# it to the first): split routers by path, never one path's methods across two scopes.
+api.add_router("/", orders_router, auth=ApiTokenAuth(ApiScope.ORDERS))
+api.add_router("/payments", payments_router, auth=ApiTokenAuth(ApiScope.ORDERS))
+api.add_router("/payments", refunds_router, auth=ApiTokenAuth(ApiScope.REFUNDS))
 
 
 def error_response(request, status: int, code: str, message: str, fields: dict | None = None, **extra):
@@ -71,12 +114,28 @@ def on_validation_error(request, exc: ValidationError):
     return error_response(request, 400, "validation_error", "The request is not valid.", fields)
 
 
+def unauthorized(request, message: str):
+    response = error_response(request, 401, "unauthorized", message)
+    response["WWW-Authenticate"] = "Bearer"
+    return response
+
+
 @api.exception_handler(AuthenticationError)
 def on_auth_error(request, exc):
-    response = error_response(
-        request, 401, "unauthorized", "A valid API token is required (Authorization: Bearer)."
-    )
-    response["WWW-Authenticate"] = "Bearer"
+    return unauthorized(request, "A valid API token is required (Authorization: Bearer).")
+
+
+@api.exception_handler(ApiTokenExpired)
+def on_token_expired(request, exc: ApiTokenExpired):
+    return unauthorized(request, exc.message)
+
+
+@api.exception_handler(ApiTokenScopeMissing)
+def on_scope_missing(request, exc: ApiTokenScopeMissing):
+    response = error_response(request, 403, "forbidden", exc.message, required_scope=exc.scope)
+    if exc.scope:
+        # RFC 6750 section 3.1: the token is fine, it lacks a scope.
+        response["WWW-Authenticate"] = f'Bearer error="insufficient_scope", scope="{exc.scope}"'
     return response
 
 

@@ -14,7 +14,10 @@ from payments.models import EventSource, Payment, PaymentMethod, PaymentStatus, 
 from payments.schemas import PaymentOut
 from payments.selectors import payment_is_retryable
 
+# Mounted with the `orders` token scope, refunds_router with `refunds` (backoffice/api.py): a storefront
+# token never reaches the refund endpoints, and a refunds token still needs its user's permissions.
 router = Router(tags=["payments"])
+refunds_router = Router(tags=["refunds"])
 
 
 def payment_out(payment: Payment) -> dict:
@@ -79,7 +82,7 @@ def payment_retry(request, payment_id: int, body: RetryIn | None = None):
     return Status(201, payment_out(visible_payments(request.auth).get(pk=new.pk)))
 
 
-# --- refunds (staff tokens only) ---------------------------------------------------------------------
+# --- refunds (`refunds` scope, staff with the refund permissions) ------------------------------------
 class RefundIn(Schema):
     amount: Decimal | None = Field(
         None, description="Whole KES; leave out to refund everything not yet refunded."
@@ -128,19 +131,23 @@ def refund_out(refund: Refund) -> dict:
     }
 
 
-def _staff_only(request) -> None:
-    if not request.auth.is_staff:
+def _staff_only(request, *permissions: str) -> None:
+    """The token's scope lets it ask; the user must still be staff with one of `permissions`."""
+    user = request.auth
+    if not user.is_staff:
         raise RefundPermissionDenied("Refunds are for staff tokens only.")
+    if not any(user.has_perm(permission) for permission in permissions):
+        raise RefundPermissionDenied(f"Your user needs the {' or '.join(permissions)} permission.")
 
 
-@router.post(
+@refunds_router.post(
     "/{int:payment_id}/refunds",
     response={201: RefundOut},
     summary="Refund a payment (staff)",
     tags=["refunds"],
 )
 def payment_refund_create(request, payment_id: int, body: RefundIn):
-    _staff_only(request)
+    _staff_only(request, "payments.add_refund")
     payment = get_object_or_404(Payment, pk=payment_id)
     refund = refunds.refund_request(
         payment_id=payment.pk,
@@ -155,14 +162,14 @@ def payment_refund_create(request, payment_id: int, body: RefundIn):
     )
 
 
-@router.get(
+@refunds_router.get(
     "/{int:payment_id}/refunds",
     response=list[RefundOut],
     summary="Refunds of a payment (staff)",
     tags=["refunds"],
 )
 def payment_refund_list(request, payment_id: int):
-    _staff_only(request)
+    _staff_only(request, "payments.view_refund", "payments.add_refund")
     payment = get_object_or_404(Payment, pk=payment_id)
     return [
         refund_out(refund)

@@ -87,7 +87,8 @@ def other_api_client(db):
 @pytest.fixture
 def staff_api_client(db, django_user_model):
     django_user_model.objects.create_user("staffer", is_staff=True)
-    _token, raw, _ = api_token_issue(username="staffer")
+    # Both scopes: what this staff user may do is then up to its permissions (none are given here).
+    _token, raw, _ = api_token_issue(username="staffer", scopes=["orders", "refunds"])
     return ApiClient(raw)
 
 

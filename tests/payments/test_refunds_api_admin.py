@@ -19,7 +19,7 @@ checker = support.checker
 
 
 def token_for(user) -> ApiClient:
-    _token, raw, _ = api_token_issue(username=user.username)
+    _token, raw, _ = api_token_issue(username=user.username, scopes=["orders", "refunds"])
     return ApiClient(raw)
 
 

@@ -8,6 +8,7 @@ from django.contrib.auth.models import Group, Permission
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from backoffice.models import ApiScope
 from backoffice.services import api_token_issue
 from orders.models import Product
 
@@ -60,7 +61,10 @@ class Command(BaseCommand):
             if not superuser:
                 user.groups.add(group)
             lines.append(f"{username} / {password}  ({role})")
-        _token, raw, _ = api_token_issue(username="storefront", name="demo storefront")
+        # The storefront places orders and follows payments; it never refunds.
+        _token, raw, _ = api_token_issue(
+            username="storefront", name="demo storefront", scopes=[ApiScope.ORDERS]
+        )
         users.objects.filter(username="storefront").update(email="customer@example.com")
         if token_file:
             path = Path(token_file)
