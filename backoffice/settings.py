@@ -32,6 +32,29 @@ BEHIND_PROXY = env.bool("DJANGO_BEHIND_PROXY", default=False)
 if BEHIND_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
+# HTTPS only, outside the simulator and DEBUG: redirect, HSTS, secure cookies. DJANGO_SECURE_SSL=false turns
+# them off for a plain-HTTP test rig (check --deploy then warns W004, W008, W012, W016, rightly so).
+# Behind a proxy that terminates TLS, DJANGO_BEHIND_PROXY=true makes its X-Forwarded-Proto count, or every
+# request looks like plain HTTP and is redirected forever.
+# An empty DJANGO_SECURE_SSL (as in .env.example) means this default.
+SECURE_SSL = (
+    env.bool("DJANGO_SECURE_SSL")
+    if env.str("DJANGO_SECURE_SSL", default="")
+    else MPESA_ENVIRONMENT != "simulator" and not DEBUG
+)
+SECURE_SSL_REDIRECT = SECURE_SSL
+SESSION_COOKIE_SECURE = SECURE_SSL
+CSRF_COOKIE_SECURE = SECURE_SSL
+# One year, the value the browsers' preload list asks for; start lower (e.g. 3600) on a new host name
+# if you are not sure every subdomain of it serves HTTPS: browsers remember it for that long.
+SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=31_536_000) if SECURE_SSL else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+# Off by default, and its warning (security.W021) silenced with it: preloading is a decision about the
+# whole registrable domain (hstspreload.org lists apex domains only, and leaving the list takes months),
+# not one this app can make for a back office usually served from a subdomain. Opt in when it is yours.
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=False)
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
+
 INSTALLED_APPS = [
     "unfold",
     "unfold.contrib.filters",
@@ -55,6 +78,9 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Inside SecurityMiddleware, so its headers reach the JSON errors too; outside the rest, so it sees
+    # their errors (a bad Host from CommonMiddleware, a CSRF refusal).
+    "backoffice.middleware.ApiJsonErrorMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -160,10 +186,32 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Callback and delivery-report URLs carry a secret path segment ("Not Found: /hooks/...", tracebacks):
+    # every handler masks it, and every configured secret value, in the message, arguments and traceback.
+    "filters": {"mask_secrets": {"()": "backoffice.log_masking.SecretMaskingFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "django.server": {
+            "()": "django.utils.log.ServerFormatter",
+            "format": "[{server_time}] {message}",
+            "style": "{",
+        },
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["mask_secrets"]},
+        "django.server": {
+            "class": "logging.StreamHandler",
+            "formatter": "django.server",
+            "filters": ["mask_secrets"],
+        },
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
+        # Replaces Django's default handlers for "django": a DEBUG-only console (a second copy of each line)
+        # and mail_admins, whose emails carry the whole request, secret path included (ADMINS is unset).
+        "django": {"handlers": [], "level": "INFO"},
+        # runserver's request lines, in Django's format, masked.
+        "django.server": {"handlers": ["django.server"], "level": "INFO", "propagate": False},
         "django.db.backends": {"level": "WARNING"},
         # django-q2 logs every scheduled run at INFO; the sweepers run every minute.
         "django-q": {"level": env.str("Q_LOG_LEVEL", default="WARNING")},

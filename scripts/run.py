@@ -37,7 +37,11 @@ curl -X POST BASE/api/v1/orders -H "Content-Type: application/json" \\
   "postalCode": "00100", "phone": "+254700000000"},
   "payment": {"method": "mpesa", "phone": "+254708374149"}}'"""
 CURL_STATUS = 'curl BASE/api/v1/payments/<PAYMENT_ID>/status -H "Authorization: Bearer TOKEN"'
-GUNICORN_ARGS = f"-b 127.0.0.1:{PORT} -w 2 --threads 8 --timeout 60 --access-logfile -".split()
+# The logger class masks the secret path segment of callback URLs in the access and error logs.
+GUNICORN_ARGS = (
+    f"-b 127.0.0.1:{PORT} -w 2 --threads 8 --timeout 60 --access-logfile - "
+    "--logger-class backoffice.gunicorn_logging.MaskingLogger"
+).split()
 
 signalled: list[int] = []
 

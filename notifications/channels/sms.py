@@ -1,7 +1,7 @@
 """SMS: the only module that talks to Africa's Talking (africastalking SDK 2.0.3), plus the local backend.
 
-SMS_BACKEND=local records and logs messages (phone masked) for the embedded default; =africastalking
-sends them. SDK quirks handled here (ecosystem.md §5):
+SMS_BACKEND=local records messages for the embedded default and logs each one without its text (phone
+masked); =africastalking sends them. SDK quirks handled here (ecosystem.md §5):
 - numbers must be +E.164 (+2547...); we store 2547... and convert;
 - the SDK returns a dict only when Content-Type is exactly application/json, otherwise the body text;
 - non-2xx answers raise AfricasTalkingException(body) without the status code;
@@ -22,6 +22,7 @@ from django.conf import settings
 
 from common.phone import e164, mask_msisdn
 from notifications.channels import OutcomeUnknownError, PermanentSendError, SendResult, TransientSendError
+from notifications.segments import count_segments
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,13 @@ def send_sms(*, to: str, text: str) -> SendResult:
 
 def _send_local(*, to: str, text: str) -> SendResult:
     message_id = f"local-{uuid.uuid4().hex[:20]}"
-    logger.info("SMS (local backend, not sent) to %s [%s]: %s", mask_msisdn(to), message_id, text)
+    # Never the text: it carries the customer's name and receipt. It is on the Notification row.
+    logger.info(
+        "SMS (local backend, not sent) to %s [%s]: %s",
+        mask_msisdn(to),
+        message_id,
+        count_segments(text).describe(),
+    )
     return SendResult(provider=PROVIDER_LOCAL, message_id=message_id, provider_status="Recorded")
 
 

@@ -8,7 +8,14 @@ from types import SimpleNamespace
 import pytest
 from django.db import transaction
 
-from notifications.models import Notification, NotificationEvent, NotificationRule, NotificationStatus
+from notifications.models import (
+    MessageTemplate,
+    Notification,
+    NotificationEvent,
+    NotificationRule,
+    NotificationStatus,
+)
+from notifications.segments import count_segments
 from orders.models import Customer, Order, OrderStatus
 from orders.services import order_cancel_if_unpaid
 from payments.models import PaymentStatus
@@ -285,14 +292,21 @@ def test_a_later_order_never_rewrites_the_customer_row(fake_daraja, products, ap
     assert order.customer == customer and order.contact_email == "someone.else@example.com"
 
 
-def test_local_backend_logs_the_sms_with_the_phone_masked(initiated, callback, caplog):
+def test_local_backend_logs_the_sms_without_its_text_and_with_the_phone_masked(initiated, callback, caplog):
+    MessageTemplate.objects.filter(event=E.PAYMENT_COMPLETED, channel="sms").update(
+        body="Asante {{ customer_name }}: {{ amount }} received, M-Pesa receipt {{ receipt }}."
+    )
     caplog.set_level(logging.DEBUG)
     callback(amount=10.0, receipt="NLJ7RT61SV")
 
+    sms = messages_for(E.PAYMENT_COMPLETED, "sms").get()
+    assert "Asante Amina Wanjiru" in sms.body  # the text stays on the message, for the admin
     ours = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("notifications"))
-    assert "SMS (local backend, not sent) to 2547*****149" in ours
-    assert "M-Pesa receipt NLJ7RT61SV" in ours
-    assert SUCCESS_PHONE not in ours and "amina@example.com" not in ours
+    assert f"SMS (local backend, not sent) to 2547*****149 [{sms.provider_message_id}]" in ours
+    assert count_segments(sms.body).describe() in ours
+    assert "Asante" not in ours and "NLJ7RT61SV" not in ours
+    assert "Amina" not in caplog.text and SUCCESS_PHONE not in caplog.text
+    assert "amina@example.com" not in caplog.text
 
 
 def _submitted_refund(payment):
