@@ -23,12 +23,10 @@ from payments.signals import refund_status_changed
 from tests.conftest import SUCCESS_PHONE, order_body
 from tests.notifications.conftest import messages_for, sends
 
-E = NotificationEvent
-
 
 def test_accepted_push_tells_the_customer_to_enter_the_pin(initiated):
-    sms = messages_for(E.PAYMENT_INITIATED, "sms").get()
-    email = messages_for(E.PAYMENT_INITIATED, "email").get()
+    sms = messages_for(NotificationEvent.PAYMENT_INITIATED, "sms").get()
+    email = messages_for(NotificationEvent.PAYMENT_INITIATED, "email").get()
 
     assert sms.recipient == SUCCESS_PHONE
     assert "Check your phone and enter your M-Pesa PIN" in sms.body
@@ -43,8 +41,8 @@ def test_accepted_push_tells_the_customer_to_enter_the_pin(initiated):
 def test_completed_payment_sends_receipt_amount_and_reference_once_per_channel(initiated, callback):
     callback(amount=10.0, receipt="NLJ7RT61SV")
 
-    sms = messages_for(E.PAYMENT_COMPLETED, "sms").get()
-    email = messages_for(E.PAYMENT_COMPLETED, "email").get()
+    sms = messages_for(NotificationEvent.PAYMENT_COMPLETED, "sms").get()
+    email = messages_for(NotificationEvent.PAYMENT_COMPLETED, "email").get()
     assert sms.body == (
         f"Duka Bora: Payment of KES 10 received for order {initiated.order.reference}. "
         "M-Pesa receipt NLJ7RT61SV. Thank you!"
@@ -60,15 +58,15 @@ def test_duplicate_callback_sends_no_second_sms(initiated, callback):
     callback(amount=10.0, receipt="NLJ7RT61SV")
     callback(amount=10.0, receipt="NLJ7RT61SV")
 
-    sms = messages_for(E.PAYMENT_COMPLETED, "sms").get()
+    sms = messages_for(NotificationEvent.PAYMENT_COMPLETED, "sms").get()
     assert sends(sms) == 1
-    assert Notification.objects.filter(event=E.PAYMENT_COMPLETED).count() == 2
+    assert Notification.objects.filter(event=NotificationEvent.PAYMENT_COMPLETED).count() == 2
 
 
 def test_failed_payment_explains_why_in_plain_words_and_how_to_retry(initiated, callback):
     callback(result_code=1032)
 
-    sms = messages_for(E.PAYMENT_FAILED, "sms").get()
+    sms = messages_for(NotificationEvent.PAYMENT_FAILED, "sms").get()
     assert "did not go through" in sms.body
     assert "The payment was cancelled on the phone." in sms.body
     assert "You can try again: open your order and choose Pay with M-Pesa." in sms.body
@@ -78,7 +76,7 @@ def test_failed_payment_explains_why_in_plain_words_and_how_to_retry(initiated, 
 def test_failure_that_cannot_be_retried_says_whom_to_contact(initiated, callback):
     callback(result_code=8006)
 
-    sms = messages_for(E.PAYMENT_FAILED, "sms").get()
+    sms = messages_for(NotificationEvent.PAYMENT_FAILED, "sms").get()
     assert "PIN is locked" in sms.body and "Please contact us" in sms.body
 
 
@@ -89,7 +87,7 @@ def test_rolled_back_status_change_sends_nothing(initiated, callback):
 
     initiated.refresh_from_db()
     assert initiated.status == PaymentStatus.INITIATED
-    assert not messages_for(E.PAYMENT_COMPLETED).exists()
+    assert not messages_for(NotificationEvent.PAYMENT_COMPLETED).exists()
 
 
 def test_cash_on_delivery_confirmation(contact, place_order, django_capture_on_commit_callbacks):
@@ -97,13 +95,13 @@ def test_cash_on_delivery_confirmation(contact, place_order, django_capture_on_c
         order, _payment = place_order(method="cod", **contact)
 
     assert order.status == OrderStatus.CONFIRMED
-    sms = messages_for(E.ORDER_CONFIRMED, "sms").get()
+    sms = messages_for(NotificationEvent.ORDER_CONFIRMED, "sms").get()
     assert sms.body == (
         f"Duka Bora: Order {order.reference} is confirmed. Please pay KES 10 in cash on delivery."
     )
     assert sms.recipient == SUCCESS_PHONE and sms.order == order
-    assert messages_for(E.ORDER_CONFIRMED, "email").get().status == NotificationStatus.SENT
-    assert not messages_for(E.PAYMENT_INITIATED).exists()
+    assert messages_for(NotificationEvent.ORDER_CONFIRMED, "email").get().status == NotificationStatus.SENT
+    assert not messages_for(NotificationEvent.PAYMENT_INITIATED).exists()
 
 
 def test_order_cancelled_when_the_payment_window_closes(
@@ -117,12 +115,12 @@ def test_order_cancelled_when_the_payment_window_closes(
         assert order_cancel_if_unpaid(order_id=order.pk, now=later)
         assert not order_cancel_if_unpaid(order_id=order.pk, now=later)
 
-    sms = messages_for(E.ORDER_CANCELLED, "sms").get()
+    sms = messages_for(NotificationEvent.ORDER_CANCELLED, "sms").get()
     assert sms.body == (
         f"Duka Bora: Order {order.reference} has been cancelled. The time to pay ran out before a "
         "payment was completed. If you still want it, please place a new order."
     )
-    assert messages_for(E.ORDER_CANCELLED).count() == 2
+    assert messages_for(NotificationEvent.ORDER_CANCELLED).count() == 2
 
 
 def _refund(payment, *, status: str, **extra):
@@ -142,12 +140,12 @@ def test_refund_succeeded_tells_the_customer(initiated, callback, django_capture
             sender=object, refund=refund, from_status="submitted", to_status="succeeded", source="query"
         )
 
-    sms = messages_for(E.REFUND_SUCCEEDED, "sms").get()
+    sms = messages_for(NotificationEvent.REFUND_SUCCEEDED, "sms").get()
     assert sms.body == (
         f"Duka Bora: We have refunded KES 10 for order {initiated.order.reference} to your M-Pesa."
     )
     assert sms.refund_id == 77 and sends(sms) == 1
-    assert messages_for(E.REFUND_SUCCEEDED, "email").count() == 1
+    assert messages_for(NotificationEvent.REFUND_SUCCEEDED, "email").count() == 1
 
 
 def test_refund_failed_emails_staff_and_not_the_customer(
@@ -162,7 +160,7 @@ def test_refund_failed_emails_staff_and_not_the_customer(
             sender=object, refund=refund, from_status="submitted", to_status="failed", source="callback"
         )
 
-    staff = messages_for(E.REFUND_FAILED).get()
+    staff = messages_for(NotificationEvent.REFUND_FAILED).get()
     assert staff.channel == "email" and staff.recipient == "finance@duka.example"
     assert staff.subject == f"Refund #77 failed (order {initiated.order.reference})"
     assert "M-Pesa said: Insufficient float" in staff.body
@@ -174,35 +172,41 @@ def test_refund_failed_emails_staff_and_not_the_customer(
 def test_sms_opt_out_keeps_the_email(initiated, callback):
     callback(amount=10.0, receipt="NLJ7RT61SV")
 
-    assert not messages_for(E.PAYMENT_COMPLETED, "sms").exists()
-    assert messages_for(E.PAYMENT_COMPLETED, "email").exists()
+    assert not messages_for(NotificationEvent.PAYMENT_COMPLETED, "sms").exists()
+    assert messages_for(NotificationEvent.PAYMENT_COMPLETED, "email").exists()
 
 
 @pytest.mark.parametrize("contact", [{"email": ""}])
 def test_no_email_address_means_sms_only(initiated, callback):
     callback(amount=10.0, receipt="NLJ7RT61SV")
 
-    assert list(messages_for(E.PAYMENT_COMPLETED).values_list("channel", flat=True)) == ["sms"]
+    assert list(messages_for(NotificationEvent.PAYMENT_COMPLETED).values_list("channel", flat=True)) == [
+        "sms"
+    ]
 
 
 def test_a_channel_switched_off_in_the_rules_sends_nothing(initiated, callback):
-    NotificationRule.objects.filter(event=E.PAYMENT_COMPLETED, channel="email").update(enabled=False)
+    NotificationRule.objects.filter(event=NotificationEvent.PAYMENT_COMPLETED, channel="email").update(
+        enabled=False
+    )
     callback(amount=10.0, receipt="NLJ7RT61SV")
 
-    assert list(messages_for(E.PAYMENT_COMPLETED).values_list("channel", flat=True)) == ["sms"]
+    assert list(messages_for(NotificationEvent.PAYMENT_COMPLETED).values_list("channel", flat=True)) == [
+        "sms"
+    ]
 
 
 @pytest.mark.parametrize("contact", [{"email": "amina@example.com", "language": "sw"}])
 def test_swahili_customer_gets_swahili_messages(initiated, callback):
     callback(result_code=1032)
 
-    sms = messages_for(E.PAYMENT_FAILED, "sms").get()
+    sms = messages_for(NotificationEvent.PAYMENT_FAILED, "sms").get()
     assert sms.language == "sw"
     assert sms.body == (
         f"Duka Bora: Malipo yako ya KES 10 kwa oda {initiated.order.reference} hayakufanikiwa. "
         "Malipo yalighairiwa kwenye simu. Unaweza kujaribu tena: fungua oda yako na uchague Lipa kwa M-Pesa."
     )
-    assert messages_for(E.PAYMENT_FAILED, "email").get().subject.startswith("Malipo ya oda")
+    assert messages_for(NotificationEvent.PAYMENT_FAILED, "email").get().subject.startswith("Malipo ya oda")
 
 
 def test_a_notification_problem_never_blocks_the_payment(initiated, callback, monkeypatch, caplog):
@@ -215,7 +219,7 @@ def test_a_notification_problem_never_blocks_the_payment(initiated, callback, mo
     payment.refresh_from_db()
     assert payment.status == PaymentStatus.COMPLETED
     assert payment.order.status == OrderStatus.CONFIRMED
-    assert not messages_for(E.PAYMENT_COMPLETED).exists()
+    assert not messages_for(NotificationEvent.PAYMENT_COMPLETED).exists()
     assert "Could not queue notifications for payment" in caplog.text
 
 
@@ -238,7 +242,9 @@ def test_order_api_takes_sms_opt_out_and_language(
         "sw",
         True,
     )
-    assert list(messages_for(E.PAYMENT_INITIATED).values_list("channel", "language")) == [("email", "sw")]
+    assert list(messages_for(NotificationEvent.PAYMENT_INITIATED).values_list("channel", "language")) == [
+        ("email", "sw")
+    ]
 
 
 def test_two_orders_from_one_token_each_message_their_own_contact(
@@ -259,7 +265,9 @@ def test_two_orders_from_one_token_each_message_their_own_contact(
 
     sent = {
         (n.order.reference, n.channel): (n.recipient, n.language)
-        for n in Notification.objects.filter(event=E.PAYMENT_INITIATED).select_related("order")
+        for n in Notification.objects.filter(event=NotificationEvent.PAYMENT_INITIATED).select_related(
+            "order"
+        )
     }
     assert sent == {
         (first, "sms"): (SUCCESS_PHONE, "sw"),
@@ -293,13 +301,13 @@ def test_a_later_order_never_rewrites_the_customer_row(fake_daraja, products, ap
 
 
 def test_local_backend_logs_the_sms_without_its_text_and_with_the_phone_masked(initiated, callback, caplog):
-    MessageTemplate.objects.filter(event=E.PAYMENT_COMPLETED, channel="sms").update(
+    MessageTemplate.objects.filter(event=NotificationEvent.PAYMENT_COMPLETED, channel="sms").update(
         body="Asante {{ customer_name }}: {{ amount }} received, M-Pesa receipt {{ receipt }}."
     )
     caplog.set_level(logging.DEBUG)
     callback(amount=10.0, receipt="NLJ7RT61SV")
 
-    sms = messages_for(E.PAYMENT_COMPLETED, "sms").get()
+    sms = messages_for(NotificationEvent.PAYMENT_COMPLETED, "sms").get()
     assert "Asante Amina Wanjiru" in sms.body  # the text stays on the message, for the admin
     ours = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("notifications"))
     assert f"SMS (local backend, not sent) to 2547*****149 [{sms.provider_message_id}]" in ours
@@ -341,8 +349,18 @@ def _reversal_result(code: int, desc: str) -> dict:
 @pytest.mark.parametrize(
     ("code", "desc", "event", "recipient"),
     [
-        (0, "The service request is processed successfully.", E.REFUND_SUCCEEDED, SUCCESS_PHONE),
-        (2001, "The initiator information is invalid.", E.REFUND_FAILED, "finance@duka.example"),
+        (
+            0,
+            "The service request is processed successfully.",
+            NotificationEvent.REFUND_SUCCEEDED,
+            SUCCESS_PHONE,
+        ),
+        (
+            2001,
+            "The initiator information is invalid.",
+            NotificationEvent.REFUND_FAILED,
+            "finance@duka.example",
+        ),
     ],
 )
 def test_real_refund_results_notify_through_the_refund_signal(
@@ -361,6 +379,6 @@ def test_real_refund_results_notify_through_the_refund_signal(
     first = messages_for(event).order_by("id").first()
     assert first.recipient == recipient and first.refund_id == refund.pk
     assert sends(first) == 1
-    assert messages_for(event).count() == (2 if event == E.REFUND_SUCCEEDED else 1)
-    if event == E.REFUND_FAILED:
+    assert messages_for(event).count() == (2 if event == NotificationEvent.REFUND_SUCCEEDED else 1)
+    if event == NotificationEvent.REFUND_FAILED:
         assert "M-Pesa said: The initiator information is invalid." in first.body
