@@ -52,6 +52,18 @@ class ReviewReason(models.TextChoices):
     PUSH_OUTCOME_UNKNOWN = "push_outcome_unknown", "STK push outcome unknown"
 
 
+class SettledBy(models.TextChoices):
+    """What first gave an attempt its final state (completed or failed): a rising share of `query` means
+    callbacks are being lost."""
+
+    NONE = "", "-"
+    CALLBACK = "callback", "Callback"
+    QUERY = "query", "STK Query"
+    STAFF = "staff", "Staff"
+    PUSH = "push", "Refused when sent"
+    SYSTEM = "system", "Deadline (sweeper)"
+
+
 class Payment(models.Model):
     """One payment attempt. A retry is a new row on the same order."""
 
@@ -95,9 +107,15 @@ class Payment(models.Model):
     initiated_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
     failed_at = models.DateTimeField(null=True, blank=True)
+    settled_by = models.CharField(max_length=8, choices=SettledBy.choices, blank=True, default="")
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        indexes = [
+            # Reports: attempts by creation time per method, money by the time it was collected.
+            models.Index(fields=["method", "created_at"], name="payment_method_created"),
+            models.Index(fields=["completed_at"], name="payment_completed_at"),
+        ]
         constraints = [
             models.CheckConstraint(condition=Q(amount__gt=0), name="payment_amount_positive"),
             models.CheckConstraint(condition=Q(refunded_amount__gte=0), name="payment_refunded_not_negative"),

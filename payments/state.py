@@ -17,12 +17,15 @@ from django.utils import timezone
 from payments.exceptions import IllegalTransition, PaymentNotFound, RefundNotFound
 from payments.models import (
     CallbackInbox,
+    EventKind,
+    EventSource,
     Payment,
     PaymentEvent,
     PaymentStatus,
     Refund,
     RefundEvent,
     RefundStatus,
+    SettledBy,
 )
 from payments.signals import payment_status_changed, refund_status_changed
 
@@ -36,7 +39,11 @@ PAYMENT_EDGES: dict[str, frozenset[str]] = {
     PaymentStatus.PENDING_DELIVERY: frozenset({PaymentStatus.COMPLETED, PaymentStatus.FAILED}),
     # money moved after we called it failed: a person decides
     PaymentStatus.FAILED: frozenset({PaymentStatus.NEEDS_REVIEW}),
-    PaymentStatus.NEEDS_REVIEW: frozenset({PaymentStatus.COMPLETED, PaymentStatus.FAILED}),
+    # needs_review -> needs_review: a push whose outcome was unknown gets a success with an anomaly (another
+    # amount, a used receipt): still a person's call, now with the reason and the evidence of that result
+    PaymentStatus.NEEDS_REVIEW: frozenset(
+        {PaymentStatus.COMPLETED, PaymentStatus.FAILED, PaymentStatus.NEEDS_REVIEW}
+    ),
     PaymentStatus.COMPLETED: frozenset({PaymentStatus.PARTIALLY_REFUNDED, PaymentStatus.REFUNDED}),
     PaymentStatus.PARTIALLY_REFUNDED: frozenset({PaymentStatus.PARTIALLY_REFUNDED, PaymentStatus.REFUNDED}),
     PaymentStatus.REFUNDED: frozenset(),
@@ -193,6 +200,8 @@ def payment_transition(
     if to_status not in (PaymentStatus.PENDING, PaymentStatus.INITIATED):
         payment.next_query_at = None
         payment.query_failing = False
+    if to_status in (PaymentStatus.COMPLETED, PaymentStatus.FAILED) and not payment.settled_by:
+        payment.settled_by = settled_by_of(kind=kind, source=source)
     payment.save()
     event = event_record(
         payment,
@@ -214,6 +223,17 @@ def payment_transition(
         event=event,
     )
     return event
+
+
+def settled_by_of(*, kind: str, source: str) -> str:
+    """What settled an attempt, from the transition that first made it completed or failed."""
+    if kind == EventKind.PUSH_REJECTED:
+        return SettledBy.PUSH
+    return {
+        EventSource.CALLBACK: SettledBy.CALLBACK,
+        EventSource.QUERY: SettledBy.QUERY,
+        EventSource.ADMIN: SettledBy.STAFF,
+    }.get(source, SettledBy.SYSTEM)
 
 
 def payment_created(payment: Payment, *, kind: str, source: str, actor=None, message: str = "", data=None):
