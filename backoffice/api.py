@@ -20,6 +20,8 @@ from orders.exceptions import OrderError
 from payments.api import refunds_router
 from payments.api import router as payments_router
 from payments.exceptions import PaymentError
+from reports.api import router as reports_router
+from reports.exceptions import ReportError
 
 
 class ApiTokenAuth(HttpBearer):
@@ -88,6 +90,7 @@ api = BackOfficeAPI(
 api.add_router("/", orders_router, auth=ApiTokenAuth(ApiScope.ORDERS))
 api.add_router("/payments", payments_router, auth=ApiTokenAuth(ApiScope.ORDERS))
 api.add_router("/payments", refunds_router, auth=ApiTokenAuth(ApiScope.REFUNDS))
+api.add_router("/reports", reports_router, auth=ApiTokenAuth(ApiScope.REPORTS))
 
 
 def error_response(request, status: int, code: str, message: str, fields: dict | None = None, **extra):
@@ -160,6 +163,11 @@ def on_payment_error(request, exc: PaymentError):
     if "retry_after" in exc.details:
         response["Retry-After"] = str(exc.details["retry_after"])
     return response
+
+
+@api.exception_handler(ReportError)
+def on_report_error(request, exc: ReportError):
+    return error_response(request, exc.http_status, exc.code, exc.message, exc.fields)
 
 
 @api.exception_handler(InvalidPhoneNumber)

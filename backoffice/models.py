@@ -23,6 +23,7 @@ class ApiScope(models.TextChoices):
 
     ORDERS = "orders", "Storefront: place and read orders, payment status, retry, ask M-Pesa now"
     REFUNDS = "refunds", "Staff refunds: request and list refunds (the user's own permissions apply)"
+    REPORTS = "reports", "Staff reports: collections and success-rate figures (the user's permissions apply)"
 
 
 class ApiTokenStatus(models.TextChoices):

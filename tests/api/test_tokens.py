@@ -280,7 +280,7 @@ def test_issue_api_token_with_scopes_expiry_and_name(db):
 @pytest.mark.parametrize(
     ("args", "says"),
     [
-        (["--scope", "refund"], "Unknown scope 'refund'; known scopes: orders, refunds."),
+        (["--scope", "refund"], "Unknown scope 'refund'; known scopes: orders, refunds, reports."),
         (["--expires-days", "0"], "at least one day"),
     ],
 )
