@@ -357,10 +357,17 @@ UNFOLD = {
     "SITE_HEADER": "M-Pesa Back Office",
     "SITE_SYMBOL": "payments",
     "ENVIRONMENT": "backoffice.admin_site.environment_callback",
+    "DASHBOARD_CALLBACK": "reports.dashboard.dashboard_callback",
     "SIDEBAR": {
         "show_search": True,
         "show_all_applications": False,
         "navigation": [
+            {
+                "title": "Overview",
+                "items": [
+                    {"title": "Dashboard", "icon": "dashboard", "link": reverse_lazy("admin:index")},
+                ],
+            },
             {
                 "title": "Sales",
                 "separator": True,

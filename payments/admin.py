@@ -41,6 +41,7 @@ from payments.models import (
 )
 from payments.selectors import (
     callback_candidates,
+    inbox_gave_up,
     inbox_needing_attention,
     payment_retry_blocker,
     payments_receipt_pending,
@@ -462,11 +463,13 @@ class NeedsAttentionFilter(admin.SimpleListFilter):
     parameter_name = "attention"
 
     def lookups(self, request, model_admin):
-        return [("needed", "Needs attention")]
+        return [("needed", "Needs attention"), ("gave_up", "Gave up after retries")]
 
     def queryset(self, request, queryset):
         if self.value() == "needed":
             return queryset.filter(pk__in=inbox_needing_attention().values("pk"))
+        if self.value() == "gave_up":
+            return queryset.filter(pk__in=inbox_gave_up().values("pk"))
         return queryset
 
 

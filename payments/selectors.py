@@ -60,15 +60,23 @@ def payments_receipt_pending() -> QuerySet[Payment]:
     return Payment.objects.filter(receipt_pending=True, status__in=PAID_STATUSES)
 
 
-def inbox_needing_attention() -> QuerySet[CallbackInbox]:
-    """Inbox rows no automatic step will settle any more: a person has to look at them."""
-    exhausted = Q(attempts__gte=settings.INBOX_MAX_ATTEMPTS) & Q(
+def _inbox_exhausted() -> Q:
+    return Q(attempts__gte=settings.INBOX_MAX_ATTEMPTS) & Q(
         status__in=(InboxStatus.RECEIVED, InboxStatus.FAILED, InboxStatus.UNMATCHED)
     )
+
+
+def inbox_needing_attention() -> QuerySet[CallbackInbox]:
+    """Inbox rows no automatic step will settle any more: a person has to look at them."""
     unmatched_success = Q(
         status=InboxStatus.UNMATCHED, kind__in=(InboxKind.STK_CALLBACK, InboxKind.STK_CALLBACK_LEGACY)
     ) & Q(claimed__ResultCode="0")
-    return CallbackInbox.objects.filter(exhausted | unmatched_success)
+    return CallbackInbox.objects.filter(_inbox_exhausted() | unmatched_success)
+
+
+def inbox_gave_up() -> QuerySet[CallbackInbox]:
+    """Inbox rows the sweeper stopped retrying (INBOX_MAX_ATTEMPTS reached) without settling them."""
+    return CallbackInbox.objects.filter(_inbox_exhausted())
 
 
 def callback_candidates(inbox: CallbackInbox) -> QuerySet[Payment]:
