@@ -36,7 +36,7 @@ run: install
 	mkdir -p var
 	$(MANAGE) migrate --noinput
 	$(MANAGE) collectstatic --noinput -v0
-	$(MANAGE) seed_demo --token-file var/demo_api_token
+	$(MANAGE) seed_demo --token-file var/demo_api_token --history $${DEMO_HISTORY_DAYS:-60}
 	exec $(PY) scripts/run.py
 
 test: install $(if $(SKIP_LINT),,lint)

@@ -20,8 +20,8 @@ DEFAULT_PERIOD = "last_7_days"
 TOP_FAILURES = 8
 
 SUCCESS_COLOUR = "var(--color-primary-600)"
-FAILURE_COLOUR = "#ef4444"
-TECHNICAL_COLOUR = "#f59e0b"
+CUSTOMER_FAILURE_COLOUR = "#d8b4fe"
+TECHNICAL_COLOUR = "#ef4444"
 LINE_COLOUR = "#10b981"
 
 
@@ -37,7 +37,7 @@ class Kpi:
 
 
 def kes(amount: Decimal) -> str:
-    return f"KES {amount:,.2f}"
+    return f"{amount:,.2f}"
 
 
 def percent(rate: float | None) -> str:
@@ -74,7 +74,7 @@ def kpis(current: selectors.Summary, previous: selectors.Summary) -> list[Kpi]:
         change, better = _change_of_rate(now, before)
         cards.append(Kpi(key, title, percent(now), percent(before), change, better, formula))
 
-    amount("collected", "Collected", current.collected, previous.collected, kes, formulas["collected"])
+    amount("collected", "Collected (KES)", current.collected, previous.collected, kes, formulas["collected"])
     amount(
         "paid_orders", "Paid orders", current.orders_paid, previous.orders_paid, "{:,}".format,
         formulas["paid_orders"],
@@ -92,7 +92,7 @@ def kpis(current: selectors.Summary, previous: selectors.Summary) -> list[Kpi]:
         formulas["order_conversion"],
     )  # fmt: skip
     amount(
-        "refunded", "Refunded", current.refunded, previous.refunded, kes, formulas["refunded"],
+        "refunded", "Refunded (KES)", current.refunded, previous.refunded, kes, formulas["refunded"],
         more_is_better=False,
     )  # fmt: skip
     amount(
@@ -160,20 +160,19 @@ def daily_chart(summary: selectors.Summary) -> dict:
     }
 
 
-def failures_chart(summary: selectors.Summary) -> dict:
-    top = summary.failures[:TOP_FAILURES]
-    colours = [TECHNICAL_COLOUR if f.failure_class != "customer" else FAILURE_COLOUR for f in top]
-    return {
-        "data": json.dumps(
-            {
-                "labels": [f"{f.reason} ({f.result_code})" if f.result_code else f.reason for f in top],
-                "datasets": [
-                    {"label": "Failed attempts", "data": [f.count for f in top], "backgroundColor": colours}
-                ],
-            }
-        ),
-        "options": _options(horizontal=True),
-    }
+def failure_bars(summary: selectors.Summary) -> list[dict]:
+    """The top reasons as bars sized by their share of all failed attempts."""
+    total = sum(failure.count for failure in summary.failures)
+    return [
+        {
+            "title": f"{failure.reason} ({failure.result_code})" if failure.result_code else failure.reason,
+            "description": f"{failure.count:,} · {failure.count / total:.0%}",
+            "value": round(failure.count / total * 100, 1),
+            # Unfold's bars are primary; red marks what is not the customer's doing (ours or Safaricom's).
+            "progress_class": "" if failure.failure_class == "customer" else "bg-red-500",
+        }
+        for failure in summary.failures[:TOP_FAILURES]
+    ]
 
 
 def hourly_chart(period: Period, filters: selectors.Filters) -> dict:
@@ -191,7 +190,7 @@ def hourly_chart(period: Period, filters: selectors.Filters) -> dict:
                     {
                         "label": "Failed by the customer",
                         "data": [r["failed"] - r["failed_not_by_customer"] for r in hours],
-                        "backgroundColor": FAILURE_COLOUR,
+                        "backgroundColor": CUSTOMER_FAILURE_COLOUR,
                     },
                     {
                         "label": "Failed (system, expired, other)",
@@ -239,7 +238,7 @@ def dashboard_callback(request, context):
             "kpis": kpis(current, previous),
             "summary": current,
             "daily_chart": daily_chart(current),
-            "failures_chart": failures_chart(current),
+            "failure_bars": failure_bars(current),
             "hourly_chart": hourly_chart(period, filters),
             "formulas": selectors.FORMULAS,
         }

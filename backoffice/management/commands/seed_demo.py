@@ -5,9 +5,12 @@ from pathlib import Path
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
+from django.utils import timezone
+from tqdm import tqdm
 
+from backoffice.demo_history import HistoryWriter, history_present
 from backoffice.models import ApiScope
 from backoffice.services import api_token_issue
 from orders.models import Product
@@ -31,11 +34,51 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--token-file", help="Write a fresh storefront API token to this file.")
         parser.add_argument(
+            "--history",
+            type=int,
+            default=0,
+            metavar="DAYS",
+            help="Also write DAYS days of business history (skipped when history is already there).",
+        )
+        parser.add_argument(
+            "--attempts",
+            type=int,
+            metavar="N",
+            help="Payment attempts in the history (default: 150 a day).",
+        )
+        parser.add_argument(
+            "--seed", type=int, default=7, help="Random seed of the history (same seed, same story)."
+        )
+        parser.add_argument(
             "--logins-file", default="var/demo_logins.txt", help="Where to write the demo logins."
         )
 
+    def handle(self, *args, token_file=None, logins_file=None, history=0, attempts=None, seed=7, **options):
+        self.base_data(token_file=token_file, logins_file=logins_file)
+        if history:
+            self.history(days=history, attempts=attempts or history * 150, seed=seed)
+
+    def history(self, *, days: int, attempts: int, seed: int) -> None:
+        if days < 1 or days > 3660 or attempts < 1:
+            raise CommandError("--history takes 1 to 3660 days and --attempts a positive number.")
+        users = get_user_model()
+        storefront = users.objects.get(username="storefront")
+        if history_present(storefront):
+            self.stdout.write("Demo history is already there; not adding more.")
+            return
+        writer = HistoryWriter(
+            owner=storefront, staff=users.objects.get(username="finance"), now=timezone.now(), seed=seed
+        )
+        interactive = self.stderr.isatty()
+        with tqdm(total=attempts, unit=" attempts", disable=not interactive, file=self.stderr._out) as bar:
+            counts = writer.run(days=days, attempts=attempts, progress=bar.update)
+        self.stdout.write(
+            f"Demo history: {days} days, {counts.orders:,} orders, {counts.attempts:,} payment attempts, "
+            f"{counts.events:,} events, {counts.refunds:,} refunds."
+        )
+
     @transaction.atomic
-    def handle(self, *args, token_file=None, logins_file=None, **options):
+    def base_data(self, *, token_file=None, logins_file=None):
         for sku, name, description, price in PRODUCTS:
             Product.objects.update_or_create(
                 sku=sku,
