@@ -70,7 +70,7 @@ class NotificationAdmin(ModelAdmin):
     # Phone numbers are searched in full (2547XXXXXXXX) and only ever shown masked in the list.
     search_fields = ["order__reference", "recipient", "payment__mpesa_receipt_number", "provider_message_id"]
     list_select_related = ["order"]
-    date_hierarchy = "created_at"
+    show_full_result_count = False
     inlines = [NotificationAttemptInline]
     actions = ["resend_selected"]
     actions_detail = ["resend"]

@@ -111,7 +111,7 @@ class OrderAdmin(ModelAdmin):
     ]
     list_select_related = ["customer"]
     inlines = [OrderItemInline, PaymentInline]
-    date_hierarchy = "created_at"
+    show_full_result_count = False
     readonly_fields = [
         "reference",
         "owner",

@@ -43,6 +43,7 @@ from payments.selectors import (
     callback_candidates,
     inbox_gave_up,
     inbox_needing_attention,
+    payment_lookup,
     payment_retry_blocker,
     payments_receipt_pending,
 )
@@ -151,7 +152,9 @@ class PaymentAdmin(ModelAdmin):
     ]
     list_filter_submit = True
     search_fields = ["mpesa_receipt_number", "checkout_request_id", "order__reference", "phone"]
+    search_help_text = "A phone number, M-Pesa receipt, order reference or CheckoutRequestID."
     list_select_related = ["order"]
+    show_full_result_count = False  # one count of the filtered list, not a second of the whole table
     inlines = [PaymentEventInline, RefundInline]
     actions_detail = [
         "query_now",
@@ -162,7 +165,6 @@ class PaymentAdmin(ModelAdmin):
         "mark_not_collected",
         "request_refund",
     ]
-    date_hierarchy = "created_at"
     fieldsets = [
         (
             None,
@@ -270,6 +272,15 @@ class PaymentAdmin(ModelAdmin):
 
     def _page(self, object_id) -> str:
         return reverse("admin:payments_payment_change", args=[object_id])
+
+    def get_search_results(self, request, queryset, search_term):
+        # An identifier is looked up by its index; anything else, or an identifier nobody has, is searched
+        # the partial way (slower at millions of rows).
+        for exact in payment_lookup(search_term):
+            found = queryset.filter(exact)
+            if found.exists():
+                return found, False
+        return super().get_search_results(request, queryset, search_term)
 
     # --- actions ----------------------------------------------------------------------------------
     @action(

@@ -115,6 +115,8 @@ class Payment(models.Model):
             # Reports: attempts by creation time per method, money by the time it was collected.
             models.Index(fields=["method", "created_at"], name="payment_method_created"),
             models.Index(fields=["completed_at"], name="payment_completed_at"),
+            # Staff find a customer's payments by phone number.
+            models.Index(fields=["phone"], name="payment_phone"),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(amount__gt=0), name="payment_amount_positive"),

@@ -6,8 +6,9 @@ from decimal import Decimal
 from django.conf import settings
 from django.db.models import Q, QuerySet
 
-from common.phone import visible_digits_match
+from common.phone import InvalidPhoneNumber, normalize_msisdn, visible_digits_match
 from payments.daraja.codes import meaning_of
+from payments.daraja.results import clean_receipt_number
 from payments.exceptions import AttemptInProgress, PaymentError, PaymentNotRetryable
 from payments.models import (
     OPEN_STATUSES,
@@ -53,6 +54,26 @@ def payment_retry_blocker(payment: Payment, *, siblings: list[Payment] | None = 
 
 def payment_is_retryable(payment: Payment) -> bool:
     return payment_retry_blocker(payment) is None
+
+
+def payment_lookup(term: str) -> list[Q]:
+    """What a searched term may name exactly, most likely first, when it is an identifier: a phone number
+    (any way it is written), an M-Pesa receipt, an order reference or a CheckoutRequestID. Each is one
+    indexed equality, so a search stays fast at millions of payments; [] for anything else (searched the
+    slow, partial way)."""
+    term = (term or "").strip()
+    if not term:
+        return []
+    try:
+        return [Q(phone=normalize_msisdn(term))]
+    except InvalidPhoneNumber:
+        pass
+    if term.startswith("ws_CO_"):
+        return [Q(checkout_request_id=term)]
+    receipt = clean_receipt_number(term)
+    if receipt:
+        return [Q(mpesa_receipt_number=receipt), Q(order__reference=receipt)]
+    return []
 
 
 def payments_receipt_pending() -> QuerySet[Payment]:

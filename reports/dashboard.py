@@ -231,7 +231,7 @@ def dashboard_callback(request, context):
     if not context["can_see_figures"]:
         return context
     current = selectors.summary(period, filters)
-    previous = selectors.summary(period.previous(), filters, with_daily=False)
+    previous = selectors.summary(period.previous(), filters, detail=False)
     context.update(
         {
             "previous_period": previous.period,

@@ -15,8 +15,6 @@ from django.db import connection
 from django.db.models import (
     Count,
     DecimalField,
-    DurationField,
-    ExpressionWrapper,
     F,
     Func,
     Max,
@@ -24,7 +22,7 @@ from django.db.models import (
     QuerySet,
     Sum,
 )
-from django.db.models.functions import Coalesce, ExtractHour, TruncDate
+from django.db.models.functions import Coalesce
 
 from payments.daraja.codes import known_result_code, meaning_of
 from payments.models import (
@@ -39,7 +37,8 @@ from payments.models import (
     RefundStatus,
     SettledBy,
 )
-from reports.periods import NAIROBI, Period
+from reports.functions import NairobiDate, NairobiHour, SecondsBetween
+from reports.periods import Period
 
 CENT = Decimal("0.01")
 ZERO = Decimal("0.00")
@@ -130,15 +129,15 @@ class Summary:
     orders_paid: int
     collected: Decimal
     refunded: Decimal
-    refunds_in_flight: Decimal
-    refunds_in_flight_count: int
-    cod_awaiting: Decimal
-    cod_awaiting_count: int
     settled_by: dict[str, int]
     time_to_result_p50: float | None
     time_to_result_p90: float | None
     failures: list[Failure] = field(default_factory=list)
     daily: list[Day] = field(default_factory=list)
+    refunds_in_flight: Decimal | None = None
+    refunds_in_flight_count: int | None = None
+    cod_awaiting: Decimal | None = None
+    cod_awaiting_count: int | None = None
 
     @property
     def attempt_success(self) -> float | None:
@@ -270,11 +269,7 @@ def time_to_result(attempts: QuerySet[Payment], fractions=(0.5, 0.9)) -> list[fl
         initiated_at__isnull=False,
         settled_by__in=(SettledBy.CALLBACK, SettledBy.QUERY),
         status__in=(*PAID_STATUSES, PaymentStatus.FAILED),
-    ).annotate(
-        took=ExpressionWrapper(
-            Coalesce("completed_at", "failed_at") - F("initiated_at"), output_field=DurationField()
-        )
-    )
+    ).annotate(took=SecondsBetween(Coalesce("completed_at", "failed_at"), F("initiated_at")))
     if connection.vendor == "postgresql":
         found = answered.aggregate(
             **{f"p{index}": PercentileDisc(F("took"), fraction) for index, fraction in enumerate(fractions)}
@@ -284,12 +279,15 @@ def time_to_result(attempts: QuerySet[Payment], fractions=(0.5, 0.9)) -> list[fl
         count = answered.count()
         ordered = answered.order_by("took").values_list("took", flat=True)
         values = [ordered[math.ceil(fraction * count) - 1] if count else None for fraction in fractions]
-    return [None if value is None else round(value.total_seconds(), 1) for value in values]
+    return [None if value is None else round(value, 1) for value in values]
 
 
-def money_figures(period: Period, filters: Filters = NO_FILTERS) -> dict[str, Decimal | int]:
+def money_figures(period: Period, filters: Filters = NO_FILTERS, *, detail: bool = True) -> dict:
     collected = payments_collected(period, filters).aggregate(total=Sum(PAID_AMOUNT))["total"]
     refunded = refunds_paid_out(period, filters).aggregate(total=Sum("amount"))["total"]
+    figures = {"collected": money(collected), "refunded": money(refunded)}
+    if not detail:
+        return figures
     in_flight = filters.refunds(
         Refund.objects.filter(
             status__in=REFUND_IN_FLIGHT_STATUSES, created_at__gte=period.start, created_at__lt=period.end
@@ -304,8 +302,7 @@ def money_figures(period: Period, filters: Filters = NO_FILTERS) -> dict[str, De
         )
     ).aggregate(total=Sum("amount"), count=Count("pk"))
     return {
-        "collected": money(collected),
-        "refunded": money(refunded),
+        **figures,
         "refunds_in_flight": money(in_flight["total"]),
         "refunds_in_flight_count": in_flight["count"],
         "cod_awaiting": money(cod["total"]),
@@ -317,7 +314,7 @@ def daily_series(period: Period, filters: Filters = NO_FILTERS) -> list[Day]:
     """One row per Nairobi day of the period, days without activity included as zeros."""
     attempts = (
         mpesa_attempts(period, filters)
-        .annotate(day=TruncDate("created_at", tzinfo=NAIROBI))
+        .annotate(day=NairobiDate("created_at"))
         .values("day")
         .annotate(
             attempts=Count("pk"),
@@ -328,14 +325,14 @@ def daily_series(period: Period, filters: Filters = NO_FILTERS) -> list[Day]:
     )
     collected = (
         payments_collected(period, filters)
-        .annotate(day=TruncDate("completed_at", tzinfo=NAIROBI))
+        .annotate(day=NairobiDate("completed_at"))
         .values("day")
         .annotate(total=Sum(PAID_AMOUNT))
         .order_by()
     )
     refunded = (
         refunds_paid_out(period, filters)
-        .annotate(day=TruncDate("completed_at", tzinfo=NAIROBI))
+        .annotate(day=NairobiDate("completed_at"))
         .values("day")
         .annotate(total=Sum("amount"))
         .order_by()
@@ -363,7 +360,7 @@ def hourly_profile(period: Period, filters: Filters = NO_FILTERS) -> list[dict]:
     """Attempts by Nairobi hour of day over the period: when customers pay, when M-Pesa fails."""
     rows = (
         mpesa_attempts(period, filters)
-        .annotate(hour=ExtractHour("created_at", tzinfo=NAIROBI))
+        .annotate(hour=NairobiHour("created_at"))
         .values("hour")
         .annotate(
             attempts=Count("pk"),
@@ -380,12 +377,16 @@ def hourly_profile(period: Period, filters: Filters = NO_FILTERS) -> list[dict]:
     return [{"hour": hour, **{k: by_hour.get(hour, empty)[k] for k in empty}} for hour in range(24)]
 
 
-def summary(period: Period, filters: Filters = NO_FILTERS, *, with_daily: bool = True) -> Summary:
-    """Every headline figure of a period. See FORMULAS for what each one means."""
+def summary(period: Period, filters: Filters = NO_FILTERS, *, detail: bool = True) -> Summary:
+    """Every headline figure of a period. See FORMULAS for what each one means.
+
+    `detail=False` gives the headline only (what a comparison with another period needs): attempts,
+    orders, rates, settled by, collected and refunded; the time to result, failures, daily series, refunds
+    in flight and cash awaiting are then not computed (None or empty).
+    """
     attempts = mpesa_attempts(period, filters)
     counts = attempt_counts(attempts)
-    p50, p90 = time_to_result(attempts)
-    figures = money_figures(period, filters)
+    p50, p90 = time_to_result(attempts) if detail else (None, None)
     return Summary(
         period=period,
         attempts_total=counts["total"],
@@ -399,7 +400,7 @@ def summary(period: Period, filters: Filters = NO_FILTERS, *, with_daily: bool =
         settled_by={choice: counts[f"settled_{choice}"] for choice in SettledBy.values if choice},
         time_to_result_p50=p50,
         time_to_result_p90=p90,
-        failures=failures(attempts),
-        daily=daily_series(period, filters) if with_daily else [],
-        **figures,
+        failures=failures(attempts) if detail else [],
+        daily=daily_series(period, filters) if detail else [],
+        **money_figures(period, filters, detail=detail),
     )

@@ -52,5 +52,9 @@ class Migration(migrations.Migration):
             model_name='payment',
             index=models.Index(fields=['completed_at'], name='payment_completed_at'),
         ),
+        migrations.AddIndex(
+            model_name='payment',
+            index=models.Index(fields=['phone'], name='payment_phone'),
+        ),
         migrations.RunPython(fill_settled_by, migrations.RunPython.noop, elidable=True),
     ]

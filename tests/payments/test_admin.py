@@ -172,3 +172,13 @@ def test_history_cannot_be_edited_or_deleted_in_the_admin(admin_client, paid):
 
     assert response.status_code == 403
     assert PaymentEvent.objects.filter(pk=event.pk).exists()
+
+
+def test_identifiers_are_found_exactly_however_they_are_written(admin_client, paid, place_order, fake_daraja):
+    place_order(phone="0722000000")
+    for term in (" nlj7rt61sv ", "0708 374 149", "+254708374149", paid.order.reference.lower()):
+        response = admin_client.get(reverse("admin:payments_payment_changelist"), {"q": term})
+        assert [p.pk for p in response.context["cl"].result_list] == [paid.pk], term
+    # Anything else is still searched the partial way.
+    response = admin_client.get(reverse("admin:payments_payment_changelist"), {"q": "74149"})
+    assert paid.pk in [p.pk for p in response.context["cl"].result_list]
