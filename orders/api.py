@@ -9,10 +9,12 @@ from ninja import Field, Header, Router, Schema, Status
 
 from orders.models import Order, Product
 from orders.services import ItemRequest, Shipping, order_place
-from payments.api import payment_out
+from payments.api import NO_NUL_PATTERN, payment_out
 from payments.schemas import PaymentOut
 
 router = Router(tags=["orders"])
+
+MAX_ID = 2**63 - 1  # BigAutoField; SQLite raises OverflowError (a 500) looking up a larger one
 
 
 class ProductOut(Schema):
@@ -25,17 +27,17 @@ class ProductOut(Schema):
 
 
 class ItemIn(Schema):
-    productId: int
+    productId: int = Field(ge=1, le=MAX_ID)
     quantity: int = Field(1, ge=1, le=1000)
     price: Decimal | None = Field(None, ge=0, max_digits=12, decimal_places=2)
 
 
 class ShippingIn(Schema):
-    fullName: str = Field(min_length=1, max_length=200)
-    address: str = Field(min_length=1, max_length=300)
-    city: str = Field(min_length=1, max_length=100)
-    postalCode: str = Field("", max_length=20)
-    phone: str = Field("", max_length=20)
+    fullName: str = Field(min_length=1, max_length=200, pattern=NO_NUL_PATTERN)
+    address: str = Field(min_length=1, max_length=300, pattern=NO_NUL_PATTERN)
+    city: str = Field(min_length=1, max_length=100, pattern=NO_NUL_PATTERN)
+    postalCode: str = Field("", max_length=20, pattern=NO_NUL_PATTERN)
+    phone: str = Field("", max_length=20, pattern=NO_NUL_PATTERN)
 
 
 class PaymentIn(Schema):
@@ -130,7 +132,9 @@ def product_list(request):
 
 @router.post("/orders", response={200: OrderCreatedOut, 201: OrderCreatedOut}, summary="Place an order")
 def order_create(
-    request, body: OrderIn, idempotency_key: str = Header("", alias="Idempotency-Key", max_length=100)
+    request,
+    body: OrderIn,
+    idempotency_key: str = Header("", alias="Idempotency-Key", max_length=100, pattern=NO_NUL_PATTERN),
 ):
     order, payment, created = order_place(
         owner=request.auth,

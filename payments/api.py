@@ -19,6 +19,10 @@ from payments.selectors import payment_is_retryable
 router = Router(tags=["payments"])
 refunds_router = Router(tags=["refunds"])
 
+# For free text the API stores: PostgreSQL text cannot hold NUL (saving one is a DataError, a 500), so it is a
+# 400 at the edge, as Django's form fields do it (ProhibitNullCharactersValidator).
+NO_NUL_PATTERN = r"^[^\x00]*$"
+
 
 def payment_out(payment: Payment) -> dict:
     failure_reason = ""
@@ -87,8 +91,8 @@ class RefundIn(Schema):
     amount: Decimal | None = Field(
         None, description="Whole KES; leave out to refund everything not yet refunded."
     )
-    reason: str = Field(..., max_length=200, description="Shown to the customer.")
-    note: str = Field("", max_length=2000, description="Internal note, staff only.")
+    reason: str = Field(..., max_length=200, pattern=NO_NUL_PATTERN, description="Shown to the customer.")
+    note: str = Field("", max_length=2000, pattern=NO_NUL_PATTERN, description="Internal note, staff only.")
 
 
 class RefundOut(Schema):

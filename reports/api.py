@@ -6,6 +6,7 @@ Africa/Nairobi dates, both ends inclusive.
 
 from ninja import Field, Query, Router, Schema
 
+from payments.api import NO_NUL_PATTERN
 from payments.models import PaymentMethod, SettledBy
 from reports import selectors
 from reports.exceptions import ReportError
@@ -19,7 +20,9 @@ class SummaryQuery(Schema):
     first: str = Field(..., alias="from", description="First Nairobi date, YYYY-MM-DD (inclusive).")
     last: str = Field(..., alias="to", description="Last Nairobi date, YYYY-MM-DD (inclusive).")
     method: PaymentMethod | None = Field(None, description="Only this payment method.")
-    channel: str | None = Field(None, max_length=150, description="Only orders placed by this API user.")
+    channel: str | None = Field(
+        None, max_length=150, pattern=NO_NUL_PATTERN, description="Only orders placed by this API user."
+    )
 
 
 class AttemptsOut(Schema):

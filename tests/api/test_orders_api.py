@@ -358,3 +358,36 @@ def test_an_invalid_email_is_a_clear_400_and_no_order(api_client, products):
     assert response.status_code == 400
     assert response.json()["error"]["fields"] == {"email": "Not an email address."}
     assert not Order.objects.exists()
+
+
+def test_product_id_beyond_any_database_id_is_a_400_not_a_crash(fake_daraja, api_client, products):
+    # SQLite raised OverflowError looking the product up: a 500.
+    response = api_client.post_json(ORDERS, order_body(product_id=2**70))
+
+    assert response.status_code == 400, response.content
+    assert "items[0].productId" in response.json()["error"]["fields"]
+    assert not Order.objects.exists()
+
+
+@pytest.mark.parametrize("field", ["fullName", "address", "city", "postalCode", "phone"])
+def test_null_character_in_shipping_details_is_a_400_not_a_crash(fake_daraja, api_client, products, field):
+    # PostgreSQL text cannot hold NUL: saving the order was a 500 (DataError).
+    body = order_body(product_id=products[0].pk)
+    body["shipping"][field] = "Nai\x00robi"
+
+    response = api_client.post_json(ORDERS, body)
+
+    assert response.status_code == 400, response.content
+    assert f"shipping.{field}" in response.json()["error"]["fields"]
+    assert not Order.objects.exists()
+    assert fake_daraja.pushes == []
+
+
+def test_null_character_in_the_idempotency_key_is_a_400_not_a_crash(fake_daraja, api_client, products):
+    response = api_client.post_json(
+        ORDERS, order_body(product_id=products[0].pk), HTTP_IDEMPOTENCY_KEY="order-1\x00"
+    )
+
+    assert response.status_code == 400, response.content
+    assert "Idempotency-Key" in response.json()["error"]["fields"]
+    assert not Order.objects.exists()

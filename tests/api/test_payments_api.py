@@ -6,9 +6,11 @@ import time_machine
 from django.urls import reverse
 from django.utils import timezone
 
+from backoffice.services import api_token_issue
 from payments.callback_urls import callback_token
-from payments.models import Payment, PaymentStatus
-from tests.conftest import order_body, stk_callback
+from payments.models import Payment, PaymentStatus, Refund
+from tests.conftest import ApiClient, order_body, stk_callback
+from tests.payments.refunds_support import staff_user
 
 ORDERS = "/api/v1/orders"
 
@@ -189,3 +191,18 @@ def test_retry_that_daraja_refuses_answers_201_with_the_failed_attempt(
     assert response.status_code == 201
     assert response.json()["status"] == PaymentStatus.FAILED
     assert response.json()["retryable"] is True
+
+
+@pytest.mark.parametrize("field", ["reason", "note"])
+def test_null_character_in_a_refund_is_a_400_not_a_crash(client, placed, django_user_model, field):
+    # PostgreSQL text cannot hold NUL: saving the refund was a 500 (DataError).
+    deliver(client, placed["checkout"])
+    staff_user(django_user_model, "maker", "add_refund")
+    maker = ApiClient(api_token_issue(username="maker", scopes=["refunds"])[1])
+    body = {"reason": "Out of stock", field: "Out of\x00stock"}
+
+    response = maker.post_json(f"/api/v1/payments/{placed['id']}/refunds", body)
+
+    assert response.status_code == 400, response.content
+    assert field in response.json()["error"]["fields"]
+    assert not Refund.objects.exists()

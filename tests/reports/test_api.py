@@ -101,3 +101,10 @@ def test_missing_dates_are_a_validation_error(finance):
 
     assert response.status_code == 400
     assert set(response.json()["error"]["fields"]) >= {"from", "to"}
+
+
+def test_a_nul_in_a_filter_is_a_400_not_a_database_error(finance):
+    response = finance.get(SUMMARY, {"from": "2026-11-10", "to": "2026-11-11", "channel": "shop\x00"})
+
+    assert response.status_code == 400
+    assert "channel" in response.json()["error"]["fields"]
