@@ -169,7 +169,7 @@ def failure_bars(summary: selectors.Summary) -> list[dict]:
             "description": f"{failure.count:,} · {failure.count / total:.0%}",
             "value": round(failure.count / total * 100, 1),
             # Unfold's bars are primary; red marks what is not the customer's doing (ours or Safaricom's).
-            "progress_class": "" if failure.failure_class == "customer" else "bg-red-500",
+            "progress_class": "" if failure.failure_class == "customer" else "bg-red-500 dark:bg-red-500",
         }
         for failure in summary.failures[:TOP_FAILURES]
     ]
