@@ -224,13 +224,22 @@ def test_a_second_success_with_another_receipt_is_kept_as_a_disagreement(initiat
     assert kinds(initiated)[-1] == EventKind.DISAGREEMENT
 
 
-def test_overlapping_sweeps_ask_once(initiated, fake_daraja, settings):
+def test_overlapping_sweeps_ask_once(initiated, place_order, fake_daraja, settings):
+    """Two sweeps (two clusters, a slow schedule) that listed the same due attempts ask Daraja once each.
+
+    The first sweep lists both attempts and asks about the first; while that question is in flight a second
+    sweep lists (and asks about) the second. When the first sweep reaches the second attempt on its stale
+    list, its claim must fail: without it, the second attempt would be asked twice.
+    """
+    _order, other = place_order()
     answer = fake_daraja._query
     second_sweep = []
+    started = []
 
     def another_sweep_meanwhile(request):
-        # A second sweep (another cluster, a slow schedule) runs while the first one's query is in flight.
-        second_sweep.append(sweep())
+        if not started:
+            started.append(True)
+            second_sweep.append(sweep())
         return answer(request)
 
     fake_daraja.mock.remove("POST", "https://daraja.fake/mpesa/stkpushquery/v1/query")
@@ -238,11 +247,13 @@ def test_overlapping_sweeps_ask_once(initiated, fake_daraja, settings):
         "POST", "https://daraja.fake/mpesa/stkpushquery/v1/query", callback=another_sweep_meanwhile
     )
 
-    with at(initiated, settings.MPESA_FIRST_QUERY_DELAY + 1):
-        assert sweep()["claimed"] == 1
+    with at(other, settings.MPESA_FIRST_QUERY_DELAY + 1):
+        first = sweep()
 
-    assert second_sweep == [{"claimed": 0, "abandoned": 0}]
-    assert len(fake_daraja.queries) == 1
+    assert first["claimed"] + second_sweep[0]["claimed"] == 2
+    assert sorted(body["CheckoutRequestID"] for body in fake_daraja.queries) == sorted(
+        [initiated.checkout_request_id, other.checkout_request_id]
+    )
 
 
 @pytest.mark.parametrize("reply", [SPIKE_ARREST, GATEWAY_DOWN], ids=["spike-arrest", "5xx"])
