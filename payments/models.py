@@ -117,6 +117,11 @@ class Payment(models.Model):
             models.Index(fields=["completed_at"], name="payment_completed_at"),
             # Staff find a customer's payments by phone number.
             models.Index(fields=["phone"], name="payment_phone"),
+            # Lists filtered by status come newest first; the attention list counts receipts still pending.
+            models.Index(fields=["status", "created_at"], name="payment_status_created"),
+            models.Index(
+                fields=["completed_at"], condition=Q(receipt_pending=True), name="payment_receipt_pending"
+            ),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(amount__gt=0), name="payment_amount_positive"),

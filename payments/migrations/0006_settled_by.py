@@ -56,5 +56,13 @@ class Migration(migrations.Migration):
             model_name='payment',
             index=models.Index(fields=['phone'], name='payment_phone'),
         ),
+        migrations.AddIndex(
+            model_name='payment',
+            index=models.Index(fields=['status', 'created_at'], name='payment_status_created'),
+        ),
+        migrations.AddIndex(
+            model_name='payment',
+            index=models.Index(condition=models.Q(('receipt_pending', True)), fields=['completed_at'], name='payment_receipt_pending'),
+        ),
         migrations.RunPython(fill_settled_by, migrations.RunPython.noop, elidable=True),
     ]
