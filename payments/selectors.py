@@ -78,7 +78,9 @@ def payment_lookup(term: str) -> list[Q]:
 
 def payments_receipt_pending() -> QuerySet[Payment]:
     """Completed (by STK Query) and still waiting for an authenticated source to give the receipt."""
-    return Payment.objects.filter(receipt_pending=True, status__in=PAID_STATUSES)
+    # Only a completed attempt is ever flagged (and refunds keep it paid): the flag alone selects them, through
+    # its partial index.
+    return Payment.objects.filter(receipt_pending=True)
 
 
 def _inbox_exhausted() -> Q:

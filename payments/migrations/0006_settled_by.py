@@ -50,7 +50,7 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name='payment',
-            index=models.Index(fields=['completed_at'], name='payment_completed_at'),
+            index=models.Index(fields=['completed_at', 'status', 'method', 'paid_amount', 'amount'], name='payment_completed_at'),
         ),
         migrations.AddIndex(
             model_name='payment',
