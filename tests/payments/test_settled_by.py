@@ -54,7 +54,9 @@ def test_the_first_settlement_stays_when_a_late_success_is_reviewed(fake_daraja,
 def test_the_migration_reads_what_settled_existing_attempts_from_their_history(fake_daraja, place_order):
     _o, by_callback = place_order()
     pay(by_callback)
-    fake_daraja.push_replies.append((400, {"requestId": "r", "errorCode": "400.002.02", "errorMessage": "Bad"}))
+    fake_daraja.push_replies.append(
+        (400, {"requestId": "r", "errorCode": "400.002.02", "errorMessage": "Bad"})
+    )
     _o, refused = place_order()
     _o, open_attempt = place_order()
     Payment.objects.update(settled_by="")

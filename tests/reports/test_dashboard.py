@@ -78,7 +78,11 @@ def test_the_charts_carry_the_daily_series_failures_and_hours(history, admin_cli
         "M-Pesa busy (26)",
     ]
     assert bars[0]["description"] == "1 · 33%"
-    assert [bar["progress_class"] for bar in bars] == ["", "bg-red-500 dark:bg-red-500", "bg-red-500 dark:bg-red-500"]
+    assert [bar["progress_class"] for bar in bars] == [
+        "",
+        "bg-red-500 dark:bg-red-500",
+        "bg-red-500 dark:bg-red-500",
+    ]
     hours = json.loads(response.context["hourly_chart"]["data"])
     assert len(hours["labels"]) == 24 and hours["datasets"][0]["data"][8] == 1
 
