@@ -34,6 +34,14 @@ from payments.state import event_record, lock_payment, refund_created
 REFUNDABLE_PAYMENT_STATUSES = (PaymentStatus.COMPLETED, PaymentStatus.PARTIALLY_REFUNDED)
 
 
+def refund_base(payment: Payment) -> Decimal:
+    """What a payment can give back in all: the amount asked, or less when less arrived (staff resolved a
+    review as paid on a smaller amount than the prompt asked for)."""
+    if payment.paid_amount is not None and payment.paid_amount < payment.amount:
+        return payment.paid_amount
+    return payment.amount
+
+
 def refundable_amount(payment: Payment, *, excluding: Refund | None = None) -> Decimal:
     """What may still be given back: paid, minus refunded, minus every other refund still in flight, minus
     what over-refunds already paid out beyond it (never below zero)."""
@@ -41,7 +49,7 @@ def refundable_amount(payment: Payment, *, excluding: Refund | None = None) -> D
     if excluding is not None:
         reserved = reserved.exclude(pk=excluding.pk)
     total = reserved.aggregate(total=Sum("amount"))["total"] or Decimal("0")
-    return max(payment.amount - payment.refunded_amount - total, Decimal("0"))
+    return max(refund_base(payment) - payment.refunded_amount - total, Decimal("0"))
 
 
 def refund_request(
@@ -86,7 +94,7 @@ def refund_request(
 
 
 def _refund_method(payment: Payment, amount: Decimal) -> str:
-    if amount == payment.amount and payment.refunded_amount == 0:
+    if amount == refund_base(payment) and payment.refunded_amount == 0:
         # Reversal gives back exactly the original transaction (daraja.md §6.3: partial reversal unverified).
         if not payment.mpesa_receipt_number or payment.receipt_pending:
             raise RefundNotAllowed(
@@ -96,7 +104,7 @@ def _refund_method(payment: Payment, amount: Decimal) -> str:
     if not settings.MPESA_B2C_SHORTCODE:
         raise RefundMethodUnavailable(
             f"A partial refund is paid by B2C and no B2C shortcode is configured (MPESA_B2C_SHORTCODE). "
-            f"Only the full amount (KES {payment.amount}) can be reversed.",
+            f"Only the full amount (KES {refund_base(payment)}) can be reversed.",
             field="amount",
         )
     if not payment.phone:

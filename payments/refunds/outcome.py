@@ -12,7 +12,7 @@ from payments.models import (
     RefundEventKind,
     RefundStatus,
 )
-from payments.refunds.lifecycle import REFUNDABLE_PAYMENT_STATUSES
+from payments.refunds.lifecycle import REFUNDABLE_PAYMENT_STATUSES, refund_base
 from payments.state import event_record, payment_transition, refund_transition
 
 logger = logging.getLogger(__name__)
@@ -40,9 +40,10 @@ def refund_succeed(
     if transaction_id:
         fields["transaction_id"] = transaction_id
     new_total = payment.refunded_amount + refund.amount
-    if new_total > payment.amount:
+    base = refund_base(payment)
+    if new_total > base:
         overflow = (
-            f"KES {refund.amount} paid out, but KES {payment.refunded_amount} of KES {payment.amount} was "
+            f"KES {refund.amount} paid out, but KES {payment.refunded_amount} of KES {base} was "
             "already refunded: the customer got money twice; recover it and check the M-Pesa statement"
         )
         logger.error("Refund #%s over-refunded payment #%s", refund.pk, payment.pk)
@@ -78,7 +79,7 @@ def refund_succeed(
         message=message,
         **fields,
     )
-    target = PaymentStatus.REFUNDED if new_total >= payment.amount else PaymentStatus.PARTIALLY_REFUNDED
+    target = PaymentStatus.REFUNDED if new_total >= base else PaymentStatus.PARTIALLY_REFUNDED
     event_message = f"Refund #{refund.pk}: KES {refund.amount} returned" + (
         f", receipt {refund.transaction_id}" if refund.transaction_id else ""
     )

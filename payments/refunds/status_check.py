@@ -34,6 +34,15 @@ def status_backoff(count: int) -> dt.timedelta:
     return dt.timedelta(seconds=min(seconds, settings.REFUND_STATUS_INTERVAL_MAX))
 
 
+def reversal_sent_again(refund: Refund) -> bool:
+    """A reversal staff sent again: its latest request may have been answered "already reversed" because
+    an earlier one ran, so "no such transaction" about the latest request proves nothing."""
+    return (
+        refund.method == RefundMethod.REVERSAL
+        and refund.events.filter(kind=RefundEventKind.SUBMITTING, source=EventSource.ADMIN).exists()
+    )
+
+
 def refund_check_claim(refund_id: int, *, now: dt.datetime | None = None) -> bool:
     """Push the next check back before asking, so overlapping sweeps (or clusters) ask only once."""
     now = now or timezone.now()
@@ -59,7 +68,11 @@ def refund_check_status(
     if not claimed and not refund_check_claim(refund_id):
         return Refund.objects.get(pk=refund_id)
     refund = Refund.objects.get(pk=refund_id)
-    by_request_id = refund.originator_conversation_id or refund.conversation_id
+    # A reversal sent again is asked about by the receipt it reverses: the answer then shows the reversal
+    # whichever of its requests made it.
+    by_request_id = (
+        "" if reversal_sent_again(refund) else (refund.originator_conversation_id or refund.conversation_id)
+    )
     query = (
         {"original_conversation_id": by_request_id}
         if by_request_id
@@ -194,6 +207,14 @@ def refund_apply_status_result(
             refund,
             kind=RefundEventKind.STATUS_RESULT,
             message=f"{message} (about an earlier request; the refund was sent again and is {refund.status})",
+            **record,
+        )
+    elif reversal_sent_again(refund):
+        event_record(
+            refund,
+            kind=RefundEventKind.STATUS_RESULT,
+            message=f"{message} (not concluded: an earlier request of this re-sent reversal may have run; "
+            "Transaction Status is asked about the receipt instead)",
             **record,
         )
     else:

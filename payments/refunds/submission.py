@@ -93,10 +93,10 @@ def refund_resend_reversal(*, refund_id: int, actor) -> Refund:
                 "previous_ConversationID": refund.conversation_id,
             },
         )
-    return _send(refund_id)
+    return _send(refund_id, earlier_request_unknown=True)
 
 
-def _send(refund_id: int) -> Refund:
+def _send(refund_id: int, *, earlier_request_unknown: bool = False) -> Refund:
     # The refund is committed as `submitting`: a crash from here on leaves a row the sweeper resolves.
     refund = Refund.objects.select_related("payment").get(pk=refund_id)
     payment = refund.payment
@@ -122,6 +122,8 @@ def _send(refund_id: int) -> Refund:
                 timeout_url=queue_timeout_url(),
             )
     except (DarajaUnavailable, DarajaBusy) as exc:
+        if earlier_request_unknown:
+            return _earlier_request_still_unknown(refund_id, exc.message, exc.error_code, retry_at)
         # Nothing was sent, or Daraja said it processed nothing: sending again later is safe.
         return _after_send(
             refund_id,
@@ -141,6 +143,8 @@ def _send(refund_id: int) -> Refund:
             next_check_at=retry_at,
         )
     except DarajaError as exc:
+        if earlier_request_unknown:
+            return _earlier_request_still_unknown(refund_id, exc.message, exc.error_code, retry_at)
         return _after_send(
             refund_id,
             RefundStatus.FAILED,
@@ -151,6 +155,8 @@ def _send(refund_id: int) -> Refund:
             result_desc=exc.message[:512],
         )
     except (SecurityCredentialError, ValueError) as exc:
+        if earlier_request_unknown:
+            return _earlier_request_still_unknown(refund_id, str(exc), "", retry_at)
         return _after_send(
             refund_id,
             RefundStatus.FAILED,
@@ -159,6 +165,19 @@ def _send(refund_id: int) -> Refund:
             result_desc=str(exc)[:512],
         )
     return _accepted(refund_id, accepted)
+
+
+def _earlier_request_still_unknown(refund_id: int, message: str, error_code: str, next_check_at) -> Refund:
+    """A re-sent reversal that Daraja did not take: whatever it said of this request, the earlier one may
+    have run (or may still run), so the refund stays unknown and is never failed on this answer."""
+    return _after_send(
+        refund_id,
+        RefundStatus.UNKNOWN,
+        kind=RefundEventKind.SEND_REFUSED,
+        message=f"Not re-sent: {message}. The earlier request may still have run; Transaction Status will tell.",
+        data={"errorCode": error_code},
+        next_check_at=next_check_at,
+    )
 
 
 @transaction.atomic

@@ -395,3 +395,21 @@ def test_asking_mpesa_now_is_for_staff_with_the_permission_or_the_storefront_tha
     services.payment_query_status(payment_id=payment.pk, actor=api_user)
     services.payment_query_status(payment_id=payment.pk, actor=clerk(django_user_model, "q", "query_payment"))
     assert len(fake_daraja.queries) == 2
+
+
+def test_an_attached_callback_with_another_amount_moves_a_timed_out_push_to_an_amount_review(
+    timed_out_push, client, django_user_model
+):
+    post_secret_callback(client, stk_callback("ws_CO_ORPHAN00000000004", amount=9.0, receipt="SGR7ORPHN4"))
+    inbox = CallbackInbox.objects.get(status=InboxStatus.UNMATCHED)
+    finance = clerk(django_user_model, "finance", "attach_callback")
+
+    payment = services.callback_attach(inbox_id=inbox.pk, payment_id=timed_out_push.pk, actor=finance)
+
+    assert (payment.status, payment.review_reason) == (
+        PaymentStatus.NEEDS_REVIEW,
+        ReviewReason.AMOUNT_MISMATCH,
+    )
+    assert (payment.paid_amount, payment.mpesa_receipt_number) == (9, "SGR7ORPHN4")
+    inbox.refresh_from_db()
+    assert (inbox.status, inbox.error) == (InboxStatus.PROCESSED, "")

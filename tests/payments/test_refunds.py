@@ -10,7 +10,8 @@ import time_machine
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from payments import reconciliation, refunds
+from payments import reconciliation, refunds, services
+from payments.daraja.results import parse_stk_callback
 from payments.exceptions import (
     IllegalTransition,
     RefundInProgress,
@@ -32,6 +33,7 @@ from payments.models import (
     RefundStatus,
 )
 from payments.signals import refund_status_changed
+from tests.conftest import stk_callback
 from tests.payments import refunds_support as support
 from tests.payments.refunds_support import (
     B2C,
@@ -792,3 +794,85 @@ def test_the_database_allows_one_refund_in_flight_per_payment_and_no_over_refund
         insert("k3", RefundStatus.UNKNOWN)
     with pytest.raises(IntegrityError), transaction.atomic():
         Payment.objects.filter(pk=paid.pk).update(refunded_amount=11)
+
+
+def test_a_payment_resolved_as_paid_on_less_money_gives_back_only_what_arrived(
+    fake_daraja, place_order, maker, result_apis, request_refund, client, django_user_model
+):
+    # Daraja reported KES 7 for a KES 10 prompt; staff found KES 7 on the statement and took it as paid.
+    _order, payment = place_order()
+    short = stk_callback(payment.checkout_request_id, amount=7.0, receipt="SGR7SHORT1")
+    services.payment_apply_result(
+        checkout_request_id=payment.checkout_request_id, result=parse_stk_callback(short), source="callback"
+    )
+    reviewer = support.staff_user(django_user_model, "reviewer", "review_payment")
+    services.payment_review_resolve(
+        payment_id=payment.pk, actor=reviewer, outcome="paid", note="KES 7 arrived"
+    )
+
+    with pytest.raises(RefundInvalid, match="KES 7"):
+        refunds.refund_request(payment_id=payment.pk, amount=Decimal("10"), reason="Gone", actor=maker)
+    refund = request_refund(payment, maker)
+
+    assert (refund.amount, refund.method) == (Decimal("7"), RefundMethod.REVERSAL)
+    assert result_apis.reversals[0]["Amount"] == "7"
+    post_result(client, reversal_success(result_apis.acks[REVERSAL][0], original="SGR7SHORT1", amount=7))
+    payment.refresh_from_db()
+    assert (payment.status, payment.refunded_amount) == (PaymentStatus.REFUNDED, Decimal("7"))
+
+
+def test_a_resent_reversal_is_never_failed_on_not_found_while_its_first_request_may_have_run(
+    paid, maker, checker, result_apis, request_refund, client, settings
+):
+    # The first request reached Safaricom and reversed the receipt; our read timed out. The re-sent one
+    # was answered "already reversed". Both Results were lost.
+    result_apis.replies[REVERSAL].append(requests.ReadTimeout("read timed out"))
+    refund = request_refund(paid, maker)
+    refunds.refund_resend_reversal(refund_id=refund.pk, actor=checker)
+
+    with later(settings.REFUND_NOT_FOUND_GRACE + 1):
+        refunds.refunds_sweep()
+        [question] = result_apis.status_queries
+        ack = result_apis.acks[STATUS][0]
+        post_result(
+            client,
+            result_envelope(
+                originator=ack["OriginatorConversationID"],
+                conversation=ack["ConversationID"],
+                code="R000002",
+                desc="The OriginalTransactionID is invalid.",
+            ),
+        )
+    refund.refresh_from_db()
+    assert refund.status == RefundStatus.UNKNOWN  # the re-sent request moved nothing; the first may have
+
+    # Asked about the receipt it reverses, Transaction Status finds the first request's reversal.
+    assert question.get("TransactionID") == "NLJ7RT61SV" and "OriginalConversationID" not in question
+    post_result(
+        client,
+        status_completed(ack, about_originator="", about_conversation="", receipt="SKR5FIRST1"),
+    )
+    refund.refresh_from_db()
+    paid.refresh_from_db()
+    assert (refund.status, refund.transaction_id) == (RefundStatus.SUCCEEDED, "SKR5FIRST1")
+    assert paid.status == PaymentStatus.REFUNDED
+
+
+def test_a_refused_resend_leaves_the_reversal_unknown_while_its_first_request_may_still_run(
+    paid, maker, checker, result_apis, request_refund, client
+):
+    refund = request_refund(paid, maker)
+    sent, ack = result_apis.reversals[0], result_apis.acks[REVERSAL][0]
+    post_queue_timeout(client, {**sent, "OriginatorConversationID": ack["OriginatorConversationID"]})
+    result_apis.replies[REVERSAL].append(INVALID)
+
+    refund = refunds.refund_resend_reversal(refund_id=refund.pk, actor=checker)
+
+    # Daraja refused the second request; the first may still run, so no second refund may start.
+    assert refund.status == RefundStatus.UNKNOWN
+    with pytest.raises(RefundInProgress):
+        refunds.refund_request(payment_id=paid.pk, amount=None, reason="again", actor=maker)
+    post_result(client, reversal_success(ack))
+    refund.refresh_from_db()
+    paid.refresh_from_db()
+    assert (refund.status, paid.status) == (RefundStatus.SUCCEEDED, PaymentStatus.REFUNDED)
