@@ -7,10 +7,12 @@ token passes an actor, and the service refuses what that actor may not do.
 from payments.exceptions import PaymentPermissionDenied
 
 
-def require_perm(actor, perm: str, message: str) -> None:
+def require_perm(
+    actor, perm: str, message: str, *, error: type[PaymentPermissionDenied] = PaymentPermissionDenied
+) -> None:
     """Staff-only actions: a signed-in person with the permission, never the system on someone's behalf."""
     if actor is None or not actor.is_active or not actor.has_perm(perm):
-        raise PaymentPermissionDenied(message)
+        raise error(message)
 
 
 def require_perm_or_owner(actor, perm: str, payment, message: str) -> None:

@@ -7,6 +7,7 @@ from django.db import transaction
 
 from payments.exceptions import IllegalTransition, RefundPermissionDenied
 from payments.models import EventSource, Refund, RefundEventKind, RefundStatus
+from payments.permissions import require_perm
 from payments.state import lock_refund, refund_transition
 
 logger = logging.getLogger(__name__)
@@ -31,8 +32,12 @@ def refund_auto_approve(refund: Refund, *, actor, source: str) -> None:
 def refund_approve(*, refund_id: int, actor, source: str = EventSource.ADMIN) -> Refund:
     """A second person with payments.approve_refund, never the requester."""
     refund = lock_refund(refund_id)
-    if actor is None or not actor.is_active or not actor.has_perm("payments.approve_refund"):
-        raise RefundPermissionDenied("You are not allowed to approve refunds.")
+    require_perm(
+        actor,
+        "payments.approve_refund",
+        "You are not allowed to approve refunds.",
+        error=RefundPermissionDenied,
+    )
     if refund.requested_by_id == actor.pk:
         raise RefundPermissionDenied("A second person must approve this refund: you requested it.")
     if refund.status != RefundStatus.REQUESTED:

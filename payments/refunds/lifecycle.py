@@ -28,6 +28,7 @@ from payments.models import (
     RefundMethod,
     RefundStatus,
 )
+from payments.permissions import require_perm
 from payments.refunds.approval import refund_auto_approve
 from payments.state import event_record, lock_payment, refund_created
 
@@ -67,8 +68,9 @@ def refund_request(
     requester's permission is enough and the refund is sent at once (after commit, by a task); above it a
     second person with payments.approve_refund must approve it.
     """
-    if actor is None or not actor.is_active or not actor.has_perm("payments.add_refund"):
-        raise RefundPermissionDenied("You are not allowed to request refunds.")
+    require_perm(
+        actor, "payments.add_refund", "You are not allowed to request refunds.", error=RefundPermissionDenied
+    )
     reason = " ".join((reason or "").split())
     if not reason:
         raise RefundInvalid("Give a reason for the refund; the customer sees it.", field="reason")

@@ -5,6 +5,7 @@ from django.db import transaction
 from payments.daraja.results import clean_receipt_number
 from payments.exceptions import IllegalTransition, RefundInvalid, RefundPermissionDenied
 from payments.models import EventSource, Refund, RefundEventKind, RefundStatus
+from payments.permissions import require_perm
 from payments.refunds.outcome import refund_succeed
 from payments.state import lock_payment_and_refund, refund_transition
 
@@ -12,8 +13,12 @@ from payments.state import lock_payment_and_refund, refund_transition
 @transaction.atomic
 def refund_resolve(*, refund_id: int, actor, succeeded: bool, note: str, transaction_id: str = "") -> Refund:
     """Paid out (with the statement's receipt when there is one) or not paid out, with a required note."""
-    if actor is None or not actor.is_active or not actor.has_perm("payments.resolve_refund"):
-        raise RefundPermissionDenied("You are not allowed to resolve refunds.")
+    require_perm(
+        actor,
+        "payments.resolve_refund",
+        "You are not allowed to resolve refunds.",
+        error=RefundPermissionDenied,
+    )
     note = " ".join((note or "").split())
     if not note:
         raise RefundInvalid("Say how you know (e.g. the M-Pesa statement line).", field="note")

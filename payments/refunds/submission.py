@@ -14,6 +14,7 @@ from payments.daraja.errors import DarajaBusy, DarajaError, DarajaOutcomeUnknown
 from payments.daraja.security import SecurityCredentialError
 from payments.exceptions import IllegalTransition, RefundPermissionDenied
 from payments.models import EventSource, Refund, RefundEventKind, RefundMethod, RefundStatus
+from payments.permissions import require_perm
 from payments.refunds.lifecycle import REFUNDABLE_PAYMENT_STATUSES, refundable_amount
 from payments.state import event_record, lock_payment_and_refund, lock_refund, refund_transition
 
@@ -72,8 +73,12 @@ def refund_resend_reversal(*, refund_id: int, actor) -> Refund:
     answered R000001 (already reversed), which counts as success; otherwise it reverses now. B2C is never
     re-sent: a second B2C payment would pay the customer twice.
     """
-    if actor is None or not actor.is_active or not actor.has_perm("payments.resolve_refund"):
-        raise RefundPermissionDenied("You are not allowed to re-send refunds.")
+    require_perm(
+        actor,
+        "payments.resolve_refund",
+        "You are not allowed to re-send refunds.",
+        error=RefundPermissionDenied,
+    )
     with transaction.atomic():
         payment, refund = lock_payment_and_refund(refund_id)
         if refund.method != RefundMethod.REVERSAL or refund.status != RefundStatus.UNKNOWN:
