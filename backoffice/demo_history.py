@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from django.db import connections, models, transaction
+from django.db.models import Max
 from django.utils import timezone
 
 from orders.models import Customer, Order, OrderItem, OrderStatus, Product
@@ -183,7 +184,9 @@ class HistoryWriter:
         self.staff = staff
         self.now = now
         self.random = random.Random(seed)  # noqa: S311 - demo data, not secrets
-        self.numbers = itertools.count(1)
+        # Receipts, CheckoutRequestIDs and refund keys are made from these numbers: start past every payment
+        # there is, so history written again later never repeats one.
+        self.numbers = itertools.count((Payment.objects.aggregate(last=Max("pk"))["last"] or 0) + 1)
         self.products = list(Product.objects.filter(is_active=True).order_by("pk")) or []
         self.counts = HistoryCounts()
         self.references: set[str] = set(Order.objects.values_list("reference", flat=True))

@@ -125,3 +125,18 @@ def test_seed_demo_writes_history_once(db, products):
     assert 40 <= attempts <= 80 and Payment.objects.count() == attempts
     assert "Demo history is already there" in out.getvalue()
     assert timezone.now() > Payment.objects.latest("created_at").created_at
+
+
+def test_history_written_again_later_repeats_no_receipt_or_key(history, django_user_model):
+    writer = HistoryWriter(
+        owner=django_user_model.objects.get(username="storefront"),
+        staff=django_user_model.objects.get(username="finance"),
+        now=NOW + dt.timedelta(days=30),
+        seed=11,
+    )
+
+    counts = writer.run(days=20, attempts=800)
+
+    assert counts.attempts > 700
+    receipts = Payment.objects.exclude(mpesa_receipt_number=None)
+    assert receipts.values("mpesa_receipt_number").distinct().count() == receipts.count()
