@@ -9,6 +9,7 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 from django.urls import reverse_lazy
+from django.utils.text import format_lazy
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
@@ -330,6 +331,25 @@ elif EMAIL_ESP in _ANYMAIL_ESPS:
     _MAILER = {"BACKEND": f"anymail.backends.{EMAIL_ESP}.EmailBackend", "OPTIONS": _options}
 else:
     raise ImproperlyConfigured(f"EMAIL_ESP must be console or one of {', '.join(sorted(_ANYMAIL_ESPS))}.")
+# --- Email files and report emails (reports app) -----------------------------------------------------
+# EMAIL_FILE_PATH: when set, every outgoing email is written to a file in that folder (Django's file
+# backend), whatever EMAIL_ESP says. Django 6.1 refuses an EMAIL_FILE_PATH *setting* beside MAILERS, so the
+# variable only feeds the mailer's options.
+if env.str("EMAIL_FILE_PATH", default=""):
+    _MAILER = {
+        "BACKEND": "django.core.mail.backends.filebased.EmailBackend",
+        "OPTIONS": {"file_path": env.str("EMAIL_FILE_PATH")},
+    }
+# Stored report attachments (too large to email) live under MEDIA_ROOT; they are served only by the
+# staff-only download view, never as public media.
+MEDIA_ROOT = env.str("MEDIA_ROOT", default="") or str(BASE_DIR / "var" / "media")
+# An attachment larger than this (bytes) is stored and the email links to a staff-only download.
+REPORT_MAX_ATTACHMENT_BYTES = env.int("REPORT_MAX_ATTACHMENT_BYTES", default=10 * 1024 * 1024)
+# A scheduled report that fails is tried again after REPORT_RETRY_SECONDS, REPORT_MAX_ATTEMPTS in all.
+REPORT_MAX_ATTEMPTS = env.int("REPORT_MAX_ATTEMPTS", default=3)
+REPORT_RETRY_SECONDS = env.int("REPORT_RETRY_SECONDS", default=600)
+# Seconds a report task may run (a month of a million attempts takes minutes, not Q_CLUSTER's 60 s).
+REPORT_TASK_TIMEOUT = env.int("REPORT_TASK_TIMEOUT", default=1800)
 MAILERS = {"default": _MAILER}
 ANYMAIL = {"REQUESTS_TIMEOUT": env.float("ANYMAIL_REQUESTS_TIMEOUT", default=20.0)}
 # "user:password" for HTTP Basic auth on /anymail/<esp>/tracking/ (register https://user:password@host/...).
@@ -348,8 +368,26 @@ NOTIFICATIONS_RETRY_MAX_SECONDS = env.int("NOTIFICATIONS_RETRY_MAX_SECONDS", def
 # A message `sending` this long lost its worker; it counts as possibly sent (one resend at most).
 NOTIFICATIONS_SENDING_STALE_SECONDS = env.int("NOTIFICATIONS_SENDING_STALE_SECONDS", default=300)
 
+# --- Alerts (reports.alerts) ----------------------------------------------------------------------
+# Who is told when an alert opens, is still open (reminder) and resolves: these addresses by email
+# (default: NOTIFICATIONS_STAFF_EMAILS), and these on-call phone numbers by SMS (optional).
+ALERT_EMAILS = env.list("ALERT_EMAILS", default=[]) or NOTIFICATIONS_STAFF_EMAILS
+ALERT_SMS_NUMBERS = env.list("ALERT_SMS_NUMBERS", default=[])
+# Seeds of the default alert rules, copied into them when the migration creates them; after that the rules
+# are edited in the admin (Alerts > Alert rules). A 30-minute window, at least 20 finished attempts,
+# attempt success below 0.50 or technical success below 0.80; callback silence after 10 minutes.
+ALERT_WINDOW_MINUTES = env.int("ALERT_WINDOW_MINUTES", default=30)
+ALERT_MIN_ATTEMPTS = env.int("ALERT_MIN_ATTEMPTS", default=20)
+ALERT_SUCCESS_FLOOR = env.float("ALERT_SUCCESS_FLOOR", default=0.50)
+ALERT_TECHNICAL_FLOOR = env.float("ALERT_TECHNICAL_FLOOR", default=0.80)
+ALERT_CALLBACK_SILENCE_MINUTES = env.int("ALERT_CALLBACK_SILENCE_MINUTES", default=10)
+
 # Built-in simulator: seconds before it posts a callback.
 SIMULATOR_CALLBACK_DELAY = env.float("SIMULATOR_CALLBACK_DELAY", default=3.0)
+
+# --- Analytics ----------------------------------------------------------------------------------------
+# Figures people look at (dashboard, reports API) are at most this many seconds old; 0 computes every time.
+REPORTS_CACHE_SECONDS = env.int("REPORTS_CACHE_SECONDS", default=60)
 
 # --- Admin (django-unfold) ----------------------------------------------------------------------
 UNFOLD = {
@@ -366,6 +404,29 @@ UNFOLD = {
                 "title": "Overview",
                 "items": [
                     {"title": "Dashboard", "icon": "dashboard", "link": reverse_lazy("admin:index")},
+                    {
+                        "title": "Alerts",
+                        "icon": "notifications_active",
+                        "link": format_lazy("{}?active=yes", reverse_lazy("admin:reports_alert_changelist")),
+                        "badge": "reports.alerts.selectors.active_alerts_badge",
+                        "badge_variant": "danger",
+                        "badge_style": "solid",
+                    },
+                    {
+                        "title": "Alert rules",
+                        "icon": "rule",
+                        "link": reverse_lazy("admin:reports_alertrule_changelist"),
+                    },
+                    {
+                        "title": "Report subscriptions",
+                        "icon": "schedule_send",
+                        "link": reverse_lazy("admin:reports_reportsubscription_changelist"),
+                    },
+                    {
+                        "title": "Report runs",
+                        "icon": "outgoing_mail",
+                        "link": reverse_lazy("admin:reports_reportrun_changelist"),
+                    },
                 ],
             },
             {
@@ -397,11 +458,13 @@ UNFOLD = {
                         "title": "Payments",
                         "icon": "payments",
                         "link": reverse_lazy("admin:payments_payment_changelist"),
+                        "badge": "payments.admin.needs_review_badge",
                     },
                     {
                         "title": "Refunds",
                         "icon": "currency_exchange",
                         "link": reverse_lazy("admin:payments_refund_changelist"),
+                        "badge": "payments.admin.refunds_attention_badge",
                     },
                     {
                         "title": "Events",
@@ -412,6 +475,7 @@ UNFOLD = {
                         "title": "Callback inbox",
                         "icon": "inbox",
                         "link": reverse_lazy("admin:payments_callbackinbox_changelist"),
+                        "badge": "payments.admin.inbox_attention_badge",
                     },
                 ],
             },

@@ -4,6 +4,8 @@ import os
 
 os.environ.setdefault("Q_SYNC", "1")
 os.environ.setdefault("SIMULATOR_CALLBACK_DELAY", "0.2")
+# Every test sees the figures of its own data at once (tests of the report cache turn it on).
+os.environ.setdefault("REPORTS_CACHE_SECONDS", "0")
 
 from backoffice.settings import *  # noqa: E402,F403
 from backoffice.settings import DATABASES, STORAGES  # noqa: E402

@@ -14,6 +14,7 @@ urlpatterns = [
     path("api/v1/", api.urls),
     path("", include("payments.urls")),
     path("", include("notifications.urls")),
+    path("reports/", include("reports.urls")),
     path("anymail/", include("anymail.urls")),
 ]
 

@@ -30,7 +30,13 @@ CONTEXT_DOCS: dict[str, str] = {
     "refund_id": "The refund's number.",
     "payment_id": "The payment attempt's number.",
     "result_code": "The M-Pesa result code (for staff messages).",
-    "admin_url": "Link to the payment (or order) in the back office (for staff messages).",
+    "admin_url": "Link to the payment (or order, or alert) in the back office (for staff messages).",
+    "alert_id": "Alerts: the alert's number.",
+    "alert_rule": "Alerts: the name of the rule that opened it, e.g. M-Pesa success rate.",
+    "alert_title": "Alerts: what is wrong, in one line with its figures.",
+    "alert_details": "Alerts: the figures, one per line (at opening; the latest in reminders and when resolved).",
+    "alert_opened_at": "Alerts: when it opened, Nairobi time.",
+    "alert_resolution": "Alerts: how it was resolved (by itself, or by whom with their note).",
 }
 
 # Used to check templates when they are saved and as the preview when no real payment exists.
@@ -51,6 +57,13 @@ SAMPLE_CONTEXT: dict[str, object] = {
     "payment_id": 1001,
     "result_code": "1032",
     "admin_url": "https://backoffice.example.co.ke/admin/payments/payment/1001/change/",
+    "alert_id": 12,
+    "alert_rule": "M-Pesa success rate",
+    "alert_title": "M-Pesa attempt success 12.0% (below the 50.0% floor) over the last 30 min, 25 finished "
+    "attempts",
+    "alert_details": "Finished attempts: 25\nCompleted: 3\nFailed: 22\nAttempt success: 12.0%",
+    "alert_opened_at": "12 Nov 2026 14:03",
+    "alert_resolution": "Resolved by itself: the condition was clear for 10 minutes.",
 }
 assert set(SAMPLE_CONTEXT) == set(CONTEXT_DOCS)
 
@@ -164,5 +177,29 @@ def refund_context(refund, *, language: str) -> dict[str, object]:
         refund_id=getattr(refund, "pk", ""),
         reason=str(getattr(refund, "result_desc" if failed else "reason", "") or ""),
         result_code=str(getattr(refund, "result_code", "") or context["result_code"]),
+    )
+    return context
+
+
+def alert_context(
+    *,
+    alert_id: int,
+    rule_name: str,
+    title: str,
+    details: str,
+    opened_at: str,
+    resolution: str = "",
+    admin_url: str = "",
+) -> dict[str, object]:
+    """Staff messages about an alert (reports.alerts): plain values only, prepared by the caller."""
+    context = _blank()
+    context.update(
+        alert_id=alert_id,
+        alert_rule=rule_name,
+        alert_title=title,
+        alert_details=details,
+        alert_opened_at=opened_at,
+        alert_resolution=resolution,
+        admin_url=admin_url,
     )
     return context

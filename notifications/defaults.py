@@ -18,6 +18,9 @@ DEFAULT_SMS = {
     ("order_cancelled", "sw"): "{{ business_name }}: Oda {{ order_reference }} imeghairiwa.{% if reason %} {{ reason }}{% endif %} Ikiwa bado unaihitaji, tafadhali weka oda mpya.",
     ("refund_succeeded", "en"): "{{ business_name }}: We have refunded {{ refund_amount }} for order {{ order_reference }} to your M-Pesa.",
     ("refund_succeeded", "sw"): "{{ business_name }}: Tumekurejeshea {{ refund_amount }} kwa oda {{ order_reference }} kupitia M-Pesa.",
+    ("alert_opened", "en"): "{{ business_name }} ALERT #{{ alert_id }}: {{ alert_title }} {{ admin_url }}",
+    ("alert_reminder", "en"): "{{ business_name }} ALERT #{{ alert_id }} still open since {{ alert_opened_at }}: {{ alert_title }} {{ admin_url }}",
+    ("alert_resolved", "en"): "{{ business_name }} alert #{{ alert_id }} resolved: {{ alert_title }}. {{ alert_resolution }}",
 }
 
 DEFAULT_EMAIL = {
@@ -73,6 +76,18 @@ DEFAULT_EMAIL = {
         "Refund #{{ refund_id }} failed (order {{ order_reference }})",
         "A refund of {{ refund_amount }} for order {{ order_reference }} (payment #{{ payment_id }}{% if receipt %}, M-Pesa receipt {{ receipt }}{% endif %}) failed.{% if reason %}\nM-Pesa said: {{ reason }}{% endif %}\n\nThe payment is still recorded as paid. Check the refund and decide how to return the money:\n{{ admin_url }}",
     ),
+    ("alert_opened", "en"): (
+        "[Alert #{{ alert_id }}] {{ alert_title }}",
+        "{{ alert_rule }} opened alert #{{ alert_id }} at {{ alert_opened_at }}:\n{{ alert_title }}\n\nWhat it saw:\n{{ alert_details }}\n\nAcknowledge it when you are on it (reminders stop), or resolve it with a note:\n{{ admin_url }}\n\nIt resolves by itself once the condition has been clear for a while.\n\n{{ business_name }} back office",
+    ),
+    ("alert_reminder", "en"): (
+        "[Alert #{{ alert_id }} still open] {{ alert_title }}",
+        "Alert #{{ alert_id }} ({{ alert_rule }}) has been open since {{ alert_opened_at }} and nobody has acknowledged it:\n{{ alert_title }}\n\nNow:\n{{ alert_details }}\n\n{{ admin_url }}\n\n{{ business_name }} back office",
+    ),
+    ("alert_resolved", "en"): (
+        "[Alert #{{ alert_id }} resolved] {{ alert_title }}",
+        "Alert #{{ alert_id }} ({{ alert_rule }}), open since {{ alert_opened_at }}, is resolved.\n{{ alert_resolution }}\n\nLast figures:\n{{ alert_details }}\n\n{{ admin_url }}\n\n{{ business_name }} back office",
+    ),
 }
 
 DEFAULT_RULES = [
@@ -86,7 +101,11 @@ DEFAULT_RULES = [
         "refund_succeeded",
     )
     for channel in ("sms", "email")
-] + [("refund_failed", "email")]
+] + [("refund_failed", "email")] + [
+    (event, channel)
+    for event in ("alert_opened", "alert_reminder", "alert_resolved")
+    for channel in ("sms", "email")
+]
 # fmt: on
 
 

@@ -22,6 +22,9 @@ class NotificationEvent(models.TextChoices):
     ORDER_CANCELLED = "order_cancelled", "Order cancelled"
     REFUND_SUCCEEDED = "refund_succeeded", "Refund succeeded"
     REFUND_FAILED = "refund_failed", "Refund failed (staff)"
+    ALERT_OPENED = "alert_opened", "Alert opened (staff)"
+    ALERT_REMINDER = "alert_reminder", "Alert still open (staff)"
+    ALERT_RESOLVED = "alert_resolved", "Alert resolved (staff)"
 
 
 # Which channels each event can use. Staff hear about failed refunds by email only.
@@ -33,8 +36,18 @@ EVENT_CHANNELS: dict[str, tuple[str, ...]] = {
     NotificationEvent.ORDER_CANCELLED: (Channel.SMS, Channel.EMAIL),
     NotificationEvent.REFUND_SUCCEEDED: (Channel.SMS, Channel.EMAIL),
     NotificationEvent.REFUND_FAILED: (Channel.EMAIL,),
+    NotificationEvent.ALERT_OPENED: (Channel.SMS, Channel.EMAIL),
+    NotificationEvent.ALERT_REMINDER: (Channel.SMS, Channel.EMAIL),
+    NotificationEvent.ALERT_RESOLVED: (Channel.SMS, Channel.EMAIL),
 }
-STAFF_EVENTS = (NotificationEvent.REFUND_FAILED,)
+# Alerts go to ALERT_EMAILS and, by SMS, to the on-call numbers ALERT_SMS_NUMBERS (reports.alerts).
+ALERT_EVENTS = (
+    NotificationEvent.ALERT_OPENED,
+    NotificationEvent.ALERT_REMINDER,
+    NotificationEvent.ALERT_RESOLVED,
+)
+# Messages to staff, shipped in English only.
+STAFF_EVENTS = (NotificationEvent.REFUND_FAILED, *ALERT_EVENTS)
 
 
 class NotificationStatus(models.TextChoices):

@@ -12,6 +12,7 @@ from decimal import Decimal
 from django.contrib import messages
 
 from reports import selectors
+from reports.alerts.selectors import dashboard_alerts
 from reports.attention import attention_items
 from reports.periods import PRESETS, Period, PeriodError, period_between, period_named
 from reports.permissions import can_see_figures
@@ -225,6 +226,7 @@ def dashboard_callback(request, context):
                 {"key": key, "title": title, "active": period.name == key} for key, title in PRESETS.items()
             ],
             "attention": attention_items(request.user),
+            "open_alerts": dashboard_alerts(request.user),
             "can_see_figures": can_see_figures(request.user),
         }
     )

@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from django.conf import settings
+from django.core.cache import cache
 from django.db import connection
 from django.db.models import (
     Count,
@@ -23,13 +25,16 @@ from django.db.models import (
     Sum,
 )
 from django.db.models.functions import Coalesce
+from django.utils import timezone
 
 from payments.daraja.codes import known_result_code, meaning_of
 from payments.models import (
     OPEN_STATUSES,
     PAID_STATUSES,
     REFUND_IN_FLIGHT_STATUSES,
+    CallbackInbox,
     FailureClass,
+    InboxKind,
     Payment,
     PaymentMethod,
     PaymentStatus,
@@ -65,6 +70,8 @@ FORMULAS = {
     "a refusal when the prompt was sent, or the deadline. A rising query share means callbacks are lost.",
     "time_to_result": "Seconds from the accepted prompt to M-Pesa's final answer (callback or STK Query), "
     "nearest-rank percentiles.",
+    "query_share": "Attempts settled by an STK Query ÷ attempts settled by the callback or an STK Query. The "
+    "sweeper only asks when no callback came, so a rising share means callbacks are being lost.",
 }
 
 
@@ -138,6 +145,7 @@ class Summary:
     refunds_in_flight_count: int | None = None
     cod_awaiting: Decimal | None = None
     cod_awaiting_count: int | None = None
+    computed_at: dt.datetime = field(default_factory=timezone.now)
 
     @property
     def attempt_success(self) -> float | None:
@@ -154,6 +162,15 @@ class Summary:
     @property
     def net(self) -> Decimal:
         return self.collected - self.refunded
+
+    @property
+    def attempts_finished(self) -> int:
+        return self.attempts_completed + self.attempts_failed
+
+    @property
+    def query_share(self) -> float | None:
+        by_query = self.settled_by.get(SettledBy.QUERY, 0)
+        return ratio(by_query, by_query + self.settled_by.get(SettledBy.CALLBACK, 0))
 
 
 def ratio(part: int, whole: int) -> float | None:
@@ -377,13 +394,32 @@ def hourly_profile(period: Period, filters: Filters = NO_FILTERS) -> list[dict]:
     return [{"hour": hour, **{k: by_hour.get(hour, empty)[k] for k in empty}} for hour in range(24)]
 
 
-def summary(period: Period, filters: Filters = NO_FILTERS, *, detail: bool = True) -> Summary:
+def summary(
+    period: Period, filters: Filters = NO_FILTERS, *, detail: bool = True, fresh: bool = False
+) -> Summary:
     """Every headline figure of a period. See FORMULAS for what each one means.
 
     `detail=False` gives the headline only (what a comparison with another period needs): attempts,
     orders, rates, settled by, collected and refunded; the time to result, failures, daily series, refunds
     in flight and cash awaiting are then not computed (None or empty).
+
+    What people look at is at most REPORTS_CACHE_SECONDS old: the first reader of a period computes it and
+    the others (every web process: the cache is shared) read that within the time; `computed_at` says when.
+    At millions of attempts a period takes seconds to aggregate, a cached one milliseconds. `fresh=True`
+    always computes (report emails, checks that need the figures of this instant).
     """
+    seconds = settings.REPORTS_CACHE_SECONDS
+    if fresh or seconds <= 0:
+        return _summary(period, filters, detail=detail)
+    key = f"reports:summary:1:{period.first}:{period.last}:{filters.method}:{filters.channel}:{int(detail)}"
+    found = cache.get(key)
+    if found is None:
+        found = _summary(period, filters, detail=detail)
+        cache.set(key, found, seconds)
+    return found
+
+
+def _summary(period: Period, filters: Filters, *, detail: bool) -> Summary:
     attempts = mpesa_attempts(period, filters)
     counts = attempt_counts(attempts)
     p50, p90 = time_to_result(attempts) if detail else (None, None)
@@ -403,4 +439,73 @@ def summary(period: Period, filters: Filters = NO_FILTERS, *, detail: bool = Tru
         failures=failures(attempts) if detail else [],
         daily=daily_series(period, filters) if detail else [],
         **money_figures(period, filters, detail=detail),
+    )
+
+
+# --- rolling windows (alerts) -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Window:
+    """Exact instants [start, end), e.g. the last 30 minutes: what alerts look at instead of whole days.
+    Accepted wherever a Period's start and end are read."""
+
+    start: dt.datetime
+    end: dt.datetime
+
+    def days_before(self, days: int) -> "Window":
+        return Window(self.start - dt.timedelta(days=days), self.end - dt.timedelta(days=days))
+
+
+def attempts_between(
+    start: dt.datetime, end: dt.datetime, filters: Filters = NO_FILTERS
+) -> QuerySet[Payment]:
+    """M-Pesa attempts created in [start, end)."""
+    return mpesa_attempts(Window(start, end), filters)
+
+
+def attempts_in_windows(windows: list[Window], filters: Filters = NO_FILTERS) -> QuerySet[Payment]:
+    """M-Pesa attempts created in any of the windows (the same hours of earlier days: a baseline)."""
+    if not windows or (filters.method and filters.method != PaymentMethod.MPESA):
+        return Payment.objects.none()
+    # The method inside each range, so that every range is a search of the (method, created_at) index
+    # (SQLite's multi-index OR; outside, SQLite reads every M-Pesa attempt).
+    created = Q()
+    for window in windows:
+        created |= Q(method=PaymentMethod.MPESA, created_at__gte=window.start, created_at__lt=window.end)
+    return filters.payments(Payment.objects.filter(created))
+
+
+def attempt_summary(period, attempts: QuerySet[Payment]) -> Summary:
+    """The attempt figures of any set of attempts (a window, a baseline) with the Summary's formulas.
+
+    Only attempts are counted: money is not computed (zero), nor time to result, failures or the daily
+    series. `period` is the Period or Window the attempts were taken from.
+    """
+    counts = attempt_counts(attempts)
+    return Summary(
+        period=period,
+        attempts_total=counts["total"],
+        attempts_completed=counts["completed"],
+        attempts_failed=counts["failed"],
+        attempts_in_flight=counts["in_flight"],
+        attempts_under_review=counts["under_review"],
+        failed_not_by_customer=counts["failed_not_by_customer"],
+        orders_with_mpesa_attempt=counts["orders"],
+        orders_paid=counts["orders_paid"],
+        settled_by={choice: counts[f"settled_{choice}"] for choice in SettledBy.values if choice},
+        time_to_result_p50=None,
+        time_to_result_p90=None,
+        collected=ZERO,
+        refunded=ZERO,
+    )
+
+
+def pushes_accepted_between(start: dt.datetime, end: dt.datetime) -> QuerySet[Payment]:
+    """M-Pesa attempts whose STK push Daraja accepted in [start, end): each should bring a callback."""
+    return Payment.objects.filter(method=PaymentMethod.MPESA, initiated_at__gte=start, initiated_at__lt=end)
+
+
+def stk_callbacks_between(start: dt.datetime, end: dt.datetime) -> QuerySet[CallbackInbox]:
+    """STK callbacks received on the secret callback URL in [start, end), whatever they said."""
+    return CallbackInbox.objects.filter(
+        kind=InboxKind.STK_CALLBACK, received_at__gte=start, received_at__lt=end
     )

@@ -147,3 +147,16 @@ def test_named_periods_are_whole_nairobi_days():
 def test_a_bad_custom_period_is_refused_with_a_reason(first, last, message):
     with pytest.raises(PeriodError, match=message):
         period_between(first, last)
+
+
+def test_figures_people_read_are_cached_for_a_short_while_and_fresh_on_request(history, api_user, settings):
+    settings.REPORTS_CACHE_SECONDS = 60
+    first = selectors.summary(NOVEMBER_10_11)
+    dataset.attempt(dataset.order(api_user), created=dataset.eat(10, 9), status="completed", took=5,
+                    settled_by="callback")  # fmt: skip
+
+    assert selectors.summary(NOVEMBER_10_11).attempts_total == first.attempts_total == 7
+    assert selectors.summary(NOVEMBER_10_11).computed_at == first.computed_at
+    assert selectors.summary(NOVEMBER_10_11, fresh=True).attempts_total == 8
+    settings.REPORTS_CACHE_SECONDS = 0
+    assert selectors.summary(NOVEMBER_10_11).attempts_total == 8
