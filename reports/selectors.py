@@ -419,21 +419,28 @@ def summary(
     return found
 
 
+def _attempt_figures(attempts: QuerySet[Payment]) -> dict:
+    """The Summary fields that come from one aggregate over a set of attempts."""
+    counts = attempt_counts(attempts)
+    return {
+        "attempts_total": counts["total"],
+        "attempts_completed": counts["completed"],
+        "attempts_failed": counts["failed"],
+        "attempts_in_flight": counts["in_flight"],
+        "attempts_under_review": counts["under_review"],
+        "failed_not_by_customer": counts["failed_not_by_customer"],
+        "orders_with_mpesa_attempt": counts["orders"],
+        "orders_paid": counts["orders_paid"],
+        "settled_by": {choice: counts[f"settled_{choice}"] for choice in SettledBy.values if choice},
+    }
+
+
 def _summary(period: Period, filters: Filters, *, detail: bool) -> Summary:
     attempts = mpesa_attempts(period, filters)
-    counts = attempt_counts(attempts)
     p50, p90 = time_to_result(attempts) if detail else (None, None)
     return Summary(
         period=period,
-        attempts_total=counts["total"],
-        attempts_completed=counts["completed"],
-        attempts_failed=counts["failed"],
-        attempts_in_flight=counts["in_flight"],
-        attempts_under_review=counts["under_review"],
-        failed_not_by_customer=counts["failed_not_by_customer"],
-        orders_with_mpesa_attempt=counts["orders"],
-        orders_paid=counts["orders_paid"],
-        settled_by={choice: counts[f"settled_{choice}"] for choice in SettledBy.values if choice},
+        **_attempt_figures(attempts),
         time_to_result_p50=p50,
         time_to_result_p90=p90,
         failures=failures(attempts) if detail else [],
@@ -480,18 +487,9 @@ def attempt_summary(period, attempts: QuerySet[Payment]) -> Summary:
     Only attempts are counted: money is not computed (zero), nor time to result, failures or the daily
     series. `period` is the Period or Window the attempts were taken from.
     """
-    counts = attempt_counts(attempts)
     return Summary(
         period=period,
-        attempts_total=counts["total"],
-        attempts_completed=counts["completed"],
-        attempts_failed=counts["failed"],
-        attempts_in_flight=counts["in_flight"],
-        attempts_under_review=counts["under_review"],
-        failed_not_by_customer=counts["failed_not_by_customer"],
-        orders_with_mpesa_attempt=counts["orders"],
-        orders_paid=counts["orders_paid"],
-        settled_by={choice: counts[f"settled_{choice}"] for choice in SettledBy.values if choice},
+        **_attempt_figures(attempts),
         time_to_result_p50=None,
         time_to_result_p90=None,
         collected=ZERO,
