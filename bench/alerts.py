@@ -27,8 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dashboard import scratch_postgres, timed  # noqa: E402
-from harness import scratch_project  # noqa: E402
+from harness import scratch_postgres, scratch_project, timed  # noqa: E402
 
 EVALUATION_TARGET_MS = 250.0
 INBOX_DAYS = 3

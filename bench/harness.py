@@ -14,6 +14,7 @@ import secrets
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -85,6 +86,33 @@ def scratch_project(*, keep: bool = False, **overrides: str) -> Iterator[tuple[P
             print(f"kept {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def timed(action: Callable[[], object], *, repeat: int) -> tuple[float, object]:
+    """Median milliseconds over `repeat` runs after one warm-up, and the last result."""
+    result = action()
+    samples = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        result = action()
+        samples.append((time.perf_counter() - started) * 1000)
+    return statistics.median(samples), result
+
+
+@contextlib.contextmanager
+def scratch_postgres(admin_url: str) -> Iterator[str]:
+    """A database of its own on the given server, dropped afterwards."""
+    import psycopg
+
+    name = f"backoffice_bench_{secrets.token_hex(4)}"
+    base, _, _old = admin_url.rpartition("/")
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def migrate_other_database(env: dict[str, str], database_url: str) -> None:

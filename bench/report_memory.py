@@ -33,8 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dashboard import scratch_postgres  # noqa: E402
-from harness import scratch_project  # noqa: E402
+from harness import scratch_postgres, scratch_project  # noqa: E402
 
 FLAT_TARGET = 2.0
 MIB = 1024 * 1024
