@@ -327,3 +327,20 @@ def test_send_report_shows_progress_bars_in_a_terminal_and_none_in_a_pipe(histor
     assert "payments-2026-11-11.csv: 100%" in terminal.getvalue()
     assert "payments-2026-11-11.xlsx: 100%" in terminal.getvalue() and "rows" in terminal.getvalue()
     assert "%" not in pipe.getvalue()
+
+
+def test_a_short_period_is_charted_against_the_fortnight_before_it(api_user):
+
+    from reports import selectors
+    from reports.chart import chart_days
+    from reports.periods import Period
+
+    dataset.build(api_user)
+    day = selectors.summary(Period(dt.date(2026, 11, 11), dt.date(2026, 11, 11)), fresh=True)
+    month = selectors.summary(Period(dt.date(2026, 11, 1), dt.date(2026, 11, 30)), fresh=True)
+
+    days, title = chart_days(day)
+    assert [d.date for d in days][0] == dt.date(2026, 10, 29) and days[-1].date == dt.date(2026, 11, 11)
+    assert [d.collected for d in days[-2:]] == [Decimal("150.00"), Decimal("350.00")]
+    assert title.endswith("the 14 days to 11 Nov 2026")
+    assert chart_days(month)[0] == month.daily
