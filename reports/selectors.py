@@ -373,8 +373,13 @@ def daily_series(period: Period, filters: Filters = NO_FILTERS) -> list[Day]:
     return series
 
 
-def hourly_profile(period: Period, filters: Filters = NO_FILTERS) -> list[dict]:
-    """Attempts by Nairobi hour of day over the period: when customers pay, when M-Pesa fails."""
+def hourly_profile(period: Period, filters: Filters = NO_FILTERS, *, fresh: bool = False) -> list[dict]:
+    """Attempts by Nairobi hour of day over the period: when customers pay, when M-Pesa fails.
+    Cached like `summary`."""
+    return _cached("hourly", period, filters, fresh=fresh, compute=lambda: _hourly_profile(period, filters))
+
+
+def _hourly_profile(period: Period, filters: Filters) -> list[dict]:
     rows = (
         mpesa_attempts(period, filters)
         .annotate(hour=NairobiHour("created_at"))
@@ -408,13 +413,24 @@ def summary(
     At millions of attempts a period takes seconds to aggregate, a cached one milliseconds. `fresh=True`
     always computes (report emails, checks that need the figures of this instant).
     """
+    return _cached(
+        f"summary:{int(detail)}",
+        period,
+        filters,
+        fresh=fresh,
+        compute=lambda: _summary(period, filters, detail=detail),
+    )
+
+
+def _cached(what: str, period: Period, filters: Filters, *, fresh: bool, compute):
+    """Figures computed by the first reader and shared by the others for REPORTS_CACHE_SECONDS."""
     seconds = settings.REPORTS_CACHE_SECONDS
     if fresh or seconds <= 0:
-        return _summary(period, filters, detail=detail)
-    key = f"reports:summary:1:{period.first}:{period.last}:{filters.method}:{filters.channel}:{int(detail)}"
+        return compute()
+    key = f"reports:{what}:1:{period.first}:{period.last}:{filters.method}:{filters.channel}"
     found = cache.get(key)
     if found is None:
-        found = _summary(period, filters, detail=detail)
+        found = compute()
         cache.set(key, found, seconds)
     return found
 
