@@ -25,7 +25,7 @@ from payments.models import (
     RefundStatus,
 )
 from payments.refunds.outcome import refund_disagree, refund_succeed, result_summary
-from payments.refunds.status_check import refund_apply_status_result
+from payments.refunds.status_check import refund_apply_status_result, reversal_sent_again
 from payments.state import event_record, lock_inbox, lock_payment_and_refund, refund_transition
 
 logger = logging.getLogger(__name__)
@@ -174,6 +174,26 @@ def refund_apply_result(
                 **fields,
                 **record,
             )
+        elif reversal_sent_again(refund):
+            # This request failing says nothing of the other one, which may have run or may still run (a
+            # queue timeout is not a failure): unknown, settled by Transaction Status on the receipt it
+            # reverses, or by staff from the statement. Failing it would hide a reversal that did go out.
+            message = (
+                f"This request failed: {result.result_desc} ({code}). Not concluded: another request of this "
+                "re-sent reversal may have run; Transaction Status is asked about the receipt."
+            )
+            if refund.status == RefundStatus.UNKNOWN:
+                event_record(refund, kind=RefundEventKind.RESULT_APPLIED, message=message, **record)
+            else:
+                refund_transition(
+                    refund,
+                    RefundStatus.UNKNOWN,
+                    kind=RefundEventKind.RESULT_APPLIED,
+                    message=message,
+                    next_check_at=timezone.now() + dt.timedelta(seconds=settings.REFUND_STATUS_INTERVAL),
+                    **fields,
+                    **record,
+                )
         else:
             logger.warning("Refund #%s failed with ResultCode %s", refund.pk, code)
             refund_transition(

@@ -876,3 +876,51 @@ def test_a_refused_resend_leaves_the_reversal_unknown_while_its_first_request_ma
     refund.refresh_from_db()
     paid.refresh_from_db()
     assert (refund.status, paid.status) == (RefundStatus.SUCCEEDED, PaymentStatus.REFUNDED)
+
+
+def test_a_failed_result_of_a_resent_reversal_leaves_it_unknown_while_its_first_request_may_still_run(
+    paid, maker, checker, result_apis, request_refund, client, settings
+):
+    # The first request timed out in Daraja's queue (it may still run); staff sent it again, and the second
+    # request failed. The first one then ran and reversed the receipt, and its Result was lost.
+    refund = request_refund(paid, maker)
+    sent, first = result_apis.reversals[0], result_apis.acks[REVERSAL][0]
+    post_queue_timeout(client, {**sent, "OriginatorConversationID": first["OriginatorConversationID"]})
+    refunds.refund_resend_reversal(refund_id=refund.pk, actor=checker)
+    second = result_apis.acks[REVERSAL][1]
+
+    post_result(
+        client,
+        result_envelope(
+            originator=second["OriginatorConversationID"],
+            conversation=second["ConversationID"],
+            code=1,
+            desc="The balance is insufficient for the transaction.",
+        ),
+    )
+
+    refund.refresh_from_db()
+    paid.refresh_from_db()
+    assert refund.status == RefundStatus.UNKNOWN  # not failed: the first request may still pay out
+    assert paid.status == PaymentStatus.COMPLETED
+    with pytest.raises(RefundInProgress):
+        refunds.refund_request(payment_id=paid.pk, amount=None, reason="again", actor=maker)
+
+    # Asked about the receipt it reverses, Transaction Status finds the first request's reversal.
+    with later(settings.REFUND_STATUS_INTERVAL + 1):
+        refunds.refunds_sweep()
+    [question] = result_apis.status_queries
+    assert question.get("TransactionID") == "NLJ7RT61SV" and "OriginalConversationID" not in question
+    post_result(
+        client,
+        status_completed(
+            result_apis.acks[STATUS][0],
+            about_originator=first["OriginatorConversationID"],
+            about_conversation=first["ConversationID"],
+            receipt="SKR5FIRST1",
+        ),
+    )
+    refund.refresh_from_db()
+    paid.refresh_from_db()
+    assert (refund.status, refund.transaction_id) == (RefundStatus.SUCCEEDED, "SKR5FIRST1")
+    assert (paid.status, paid.refunded_amount) == (PaymentStatus.REFUNDED, Decimal("10"))
