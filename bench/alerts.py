@@ -19,7 +19,6 @@ Exit 1 only when the evaluation's attempt count disagrees with the bare COUNT.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import sys
 import time
@@ -27,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import scratch_postgres, scratch_project, timed  # noqa: E402
+from harness import scratch_database, timed  # noqa: E402
 
 EVALUATION_TARGET_MS = 250.0
 INBOX_DAYS = 3
@@ -101,11 +100,7 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="Keep the SQLite scratch folder.")
     args = parser.parse_args()
 
-    with contextlib.ExitStack() as stack:
-        overrides = {"DATABASE_CONN_MAX_AGE": "600", "ALERT_EMAILS": "ops@example.com"}
-        if args.postgres:
-            overrides["DATABASE_URL"] = stack.enter_context(scratch_postgres(args.postgres))
-        stack.enter_context(scratch_project(keep=args.keep, **overrides))
+    with scratch_database(postgres=args.postgres, keep=args.keep, ALERT_EMAILS="ops@example.com"):
         return run(args)
 
 

@@ -17,7 +17,6 @@ under 300 ms at 1,000,000 attempts on PostgreSQL. Exit 1 only when the selector 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import sys
 import time
@@ -27,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import scratch_postgres, scratch_project, timed  # noqa: E402
+from harness import scratch_database, timed  # noqa: E402
 
 SUMMARY_TARGET = 1.5
 PAGE_TARGET_MS = 300.0
@@ -130,11 +129,7 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="Keep the SQLite scratch folder.")
     args = parser.parse_args()
 
-    with contextlib.ExitStack() as stack:
-        overrides = {"DATABASE_CONN_MAX_AGE": "600"}
-        if args.postgres:
-            overrides["DATABASE_URL"] = stack.enter_context(scratch_postgres(args.postgres))
-        _workdir, _env = stack.enter_context(scratch_project(keep=args.keep, **overrides))
+    with scratch_database(postgres=args.postgres, keep=args.keep):
         return run(args)
 
 

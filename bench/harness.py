@@ -115,6 +115,18 @@ def scratch_postgres(admin_url: str) -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@contextlib.contextmanager
+def scratch_database(
+    *, postgres: str | None = None, keep: bool = False, **overrides: str
+) -> Iterator[tuple[Path, dict[str, str]]]:
+    """scratch_project on SQLite, or on a scratch database of the PostgreSQL server at `postgres`."""
+    with contextlib.ExitStack() as stack:
+        overrides = {"DATABASE_CONN_MAX_AGE": "600", **overrides}
+        if postgres:
+            overrides["DATABASE_URL"] = stack.enter_context(scratch_postgres(postgres))
+        yield stack.enter_context(scratch_project(keep=keep, **overrides))
+
+
 def migrate_other_database(env: dict[str, str], database_url: str) -> None:
     """Migrate a second scratch database (e.g. the simulator's own) in a child process."""
     subprocess.run(  # noqa: S603 - our own venv's python, fixed arguments

@@ -20,7 +20,6 @@ Exit 1 only when a file's rows disagree with the selectors' attempt count.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import itertools
 import os
@@ -33,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import scratch_postgres, scratch_project  # noqa: E402
+from harness import scratch_database  # noqa: E402
 
 FLAT_TARGET = 2.0
 MIB = 1024 * 1024
@@ -63,11 +62,7 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="Keep the SQLite scratch folder.")
     args = parser.parse_args()
 
-    with contextlib.ExitStack() as stack:
-        overrides = {"DATABASE_CONN_MAX_AGE": "600"}
-        if args.postgres:
-            overrides["DATABASE_URL"] = stack.enter_context(scratch_postgres(args.postgres))
-        _workdir, _env = stack.enter_context(scratch_project(keep=args.keep, **overrides))
+    with scratch_database(postgres=args.postgres, keep=args.keep):
         return run(args)
 
 
