@@ -4,6 +4,7 @@ Every name is documented in .env.example. The embedded default (no .env at all) 
 broker for django-q2 and the built-in Daraja simulator: nothing to install.
 """
 
+import datetime as dt
 from pathlib import Path
 
 import environ
@@ -69,11 +70,14 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "django_q",
     "anymail",
+    "axes",
+    "audit",
     "backoffice",
     "payments",
     "orders",
     "notifications",
     "reports",
+    "exports",
 ]
 
 MIDDLEWARE = [
@@ -86,9 +90,36 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Audit records written during a request know its user and address.
+    "audit.middleware.AuditContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a lockout into the lockout response.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# Failed sign-ins are counted by django-axes, per account and per address: either reaching the limit locks
+# that account (from anywhere) or that address (for any account) for AXES_COOLOFF_MINUTES. A success resets
+# the count. Superusers see attempts and lockouts (and lift them) under "Access attempts" in the admin.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_ENABLED = env.bool("AXES_ENABLED", default=True)
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = dt.timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False
+AXES_LOCKOUT_TEMPLATE = "admin/locked_out.html"
+# The address axes counts is the one every audit record names (the last proxy hop only behind our proxy).
+AXES_CLIENT_IP_CALLABLE = "common.net.client_ip"
+# Passwords never reach the attempt log; axes keeps only the username and the address.
+AXES_SENSITIVE_PARAMETERS = ["password", "csrfmiddlewaretoken"]
+
+# Staff sessions end after STAFF_SESSION_IDLE_HOURS without a request (each request renews the cookie).
+SESSION_COOKIE_AGE = int(env.float("STAFF_SESSION_IDLE_HOURS", default=8.0) * 3600)
+SESSION_SAVE_EVERY_REQUEST = True
 
 ROOT_URLCONF = "backoffice.urls"
 WSGI_APPLICATION = "backoffice.wsgi.application"

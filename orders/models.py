@@ -62,6 +62,8 @@ class Customer(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        # Everywhere else a phone number is shown masked (lists, pages, exports, logs).
+        permissions = [("view_full_phone", "Can see customers' full phone numbers")]
         constraints = [
             models.UniqueConstraint(fields=["phone"], condition=~Q(phone=""), name="customer_phone_unique"),
             models.UniqueConstraint(

@@ -14,6 +14,7 @@ from django.http import HttpRequest, JsonResponse
 from django.utils.log import log_response
 from django.views.decorators.csrf import csrf_exempt
 
+from common.net import client_ip
 from payments import inbox as inbox_service
 from payments.callback_urls import token_matches
 from payments.models import InboxKind, InboxStatus
@@ -28,24 +29,6 @@ def _refuse(status: int, desc: str, code: str = "rejected") -> JsonResponse:
     # Daraja reads ResultCode/ResultDesc; the API's standard error body rides along for everyone else.
     body = {"ResultCode": 1, "ResultDesc": desc, "error": {"code": code, "message": desc, "fields": {}}}
     return JsonResponse(body, status=status)
-
-
-def client_ip(request: HttpRequest) -> str | None:
-    """REMOTE_ADDR, or the last X-Forwarded-For hop when we run behind our own proxy (never the client's)."""
-    if settings.BEHIND_PROXY:
-        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
-        hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
-        if hops:
-            return _ip_or_none(hops[-1])
-    return _ip_or_none(request.META.get("REMOTE_ADDR"))
-
-
-def _ip_or_none(value: str | None) -> str | None:
-    # Proxies may write "unknown" or "ip:port"; source_ip is an inet column on PostgreSQL, which refuses them.
-    try:
-        return str(ipaddress.ip_address(value or ""))
-    except ValueError:
-        return None
 
 
 def ip_allowed(ip: str | None) -> bool:

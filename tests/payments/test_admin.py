@@ -60,8 +60,7 @@ def test_payments_can_be_found_by_receipt_and_full_phone(admin_client, paid):
 
 
 def test_admin_requires_staff_login(client, paid, django_user_model):
-    django_user_model.objects.create_user("customer", password="pw-123456789")
-    client.login(username="customer", password="pw-123456789")
+    client.force_login(django_user_model.objects.create_user("customer", password="pw-123456789"))
 
     response = client.get(reverse("admin:payments_payment_change", args=[paid.pk]))
 

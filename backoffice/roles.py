@@ -1,0 +1,115 @@
+"""The staff roles, named as in Safaricom's M-PESA business portal so finance teams recognise them.
+
+Each role is a Group, created by a migration and editable by superusers afterwards (the migration never
+overwrites a group that exists). Superusers administer users, roles, API tokens and settings; no role does.
+
+Who may do what is decided by these permissions, checked by the services themselves (payments.permissions);
+the admin only hides what a role may not use.
+"""
+
+VIEWER = "Viewer"
+OPERATOR = "Operator"
+MANAGER = "Manager"
+AUDITOR = "Auditor"
+
+# Read payments, orders, refunds and the dashboard (which needs payments.view_payment). Phone numbers are
+# masked. Audit records: only their own.
+_VIEWER = {
+    "orders.view_order",
+    "orders.view_orderitem",
+    "orders.view_product",
+    "orders.view_customer",
+    "payments.view_payment",
+    "payments.view_paymentevent",
+    "payments.view_refund",
+    "payments.view_refundevent",
+    "reports.view_alert",
+    "audit.view_auditentry",
+}
+# Day-to-day operations that ask or retry, never decide about money.
+_OPERATOR = _VIEWER | {
+    "payments.query_payment",
+    "payments.retry_payment",
+    "payments.collect_payment",
+    "payments.view_callbackinbox",
+    "payments.reprocess_inbox",
+    "notifications.view_notification",
+    "notifications.view_notificationattempt",
+    "notifications.resend_notification",
+    "reports.acknowledge_alert",
+}
+# Decisions about money, exports, and the reports and alerts the team receives.
+_MANAGER = _OPERATOR | {
+    "payments.add_refund",
+    "payments.approve_refund",
+    "payments.resolve_refund",
+    "payments.review_payment",
+    "payments.enter_receipt",
+    "payments.attach_callback",
+    "orders.cancel_order",
+    "orders.view_full_phone",
+    "exports.export_lists",
+    "exports.view_export",
+    "reports.resolve_alert",
+    "reports.view_alertrule",
+    "reports.add_alertrule",
+    "reports.change_alertrule",
+    "reports.delete_alertrule",
+    "reports.view_reportsubscription",
+    "reports.add_reportsubscription",
+    "reports.change_reportsubscription",
+    "reports.delete_reportsubscription",
+    "reports.view_reportrun",
+    "reports.view_reportfile",
+    "audit.view_all_auditentry",
+}
+# Reads everything, including the whole audit trail and full exports; changes nothing.
+_AUDITOR = {
+    "orders.view_order",
+    "orders.view_orderitem",
+    "orders.view_product",
+    "orders.view_customer",
+    "orders.view_full_phone",
+    "payments.view_payment",
+    "payments.view_paymentevent",
+    "payments.view_refund",
+    "payments.view_refundevent",
+    "payments.view_callbackinbox",
+    "notifications.view_notification",
+    "notifications.view_notificationattempt",
+    "notifications.view_messagetemplate",
+    "notifications.view_notificationrule",
+    "reports.view_alert",
+    "reports.view_alertrule",
+    "reports.view_reportsubscription",
+    "reports.view_reportrun",
+    "reports.view_reportfile",
+    "backoffice.view_apitoken",
+    "exports.export_lists",
+    "exports.view_export",
+    "audit.view_auditentry",
+    "audit.view_all_auditentry",
+}
+
+ROLES: dict[str, frozenset[str]] = {
+    VIEWER: frozenset(_VIEWER),
+    OPERATOR: frozenset(_OPERATOR),
+    MANAGER: frozenset(_MANAGER),
+    AUDITOR: frozenset(_AUDITOR),
+}
+
+
+def ensure_roles(group_model, permission_model, *, replace: bool = False) -> None:
+    """Create the role groups that do not exist (with `replace`, reset every role to its definition).
+
+    Takes the models as arguments so that a migration can pass its historical ones.
+    """
+    for name, perms in ROLES.items():
+        group, created = group_model.objects.get_or_create(name=name)
+        if not (created or replace):
+            continue
+        wanted = [tuple(perm.split(".", 1)) for perm in sorted(perms)]
+        found = []
+        for app_label, codename in wanted:
+            found.append(permission_model.objects.get(content_type__app_label=app_label, codename=codename))
+        group.permissions.set(found)
