@@ -247,6 +247,9 @@ LOGGING = {
         "django.db.backends": {"level": "WARNING"},
         # django-q2 logs every scheduled run at INFO; the sweepers run every minute.
         "django-q": {"level": env.str("Q_LOG_LEVEL", default="WARNING")},
+        # django-axes logs every sign-in at INFO; failures and lockouts (WARNING) stay, and the audit trail
+        # records every sign-in anyway.
+        "axes": {"level": "WARNING"},
     },
 }
 

@@ -5,6 +5,7 @@ from unfold.admin import ModelAdmin, TabularInline
 from unfold.contrib.filters.admin import ChoicesDropdownFilter, RangeDateTimeFilter
 from unfold.decorators import action, display
 
+from audit.admin import AuditTimelineMixin
 from common.admin import confirm_dialog, dialog_redirect
 from notifications import services
 from notifications.context import CONTEXT_DOCS
@@ -48,7 +49,7 @@ class NotificationAttemptInline(TabularInline):
 
 
 @admin.register(Notification)
-class NotificationAdmin(ModelAdmin):
+class NotificationAdmin(AuditTimelineMixin, ModelAdmin):
     list_display = [
         "id",
         "created_at",

@@ -8,6 +8,7 @@ from unfold.decorators import action, display
 from unfold.forms import BaseDialogForm
 from unfold.widgets import UnfoldAdminTextareaWidget
 
+from audit.admin import AuditTimelineMixin
 from common.admin import confirm_dialog, dialog_redirect
 from common.masking import mask_email
 from common.phone import mask_msisdn
@@ -32,7 +33,7 @@ class ProductAdmin(ModelAdmin):
 
 
 @admin.register(Customer)
-class CustomerAdmin(ModelAdmin):
+class CustomerAdmin(AuditTimelineMixin, ModelAdmin):
     list_display = ["full_name", "masked_email", "masked_phone", "language", "sms_opt_out", "created_at"]
     list_filter = ["language", "sms_opt_out"]
     search_fields = ["full_name", "email", "phone"]
@@ -85,7 +86,11 @@ class CancelOrderForm(BaseDialogForm):
 
 
 @admin.register(Order)
-class OrderAdmin(ModelAdmin):
+class OrderAdmin(AuditTimelineMixin, ModelAdmin):
+    def audit_subjects(self, obj):
+        payments = list(obj.payments.prefetch_related("refunds"))
+        return [obj, *payments, *(refund for payment in payments for refund in payment.refunds.all())]
+
     actions_detail = ["cancel"]
     list_display = [
         "reference",

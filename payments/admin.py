@@ -12,6 +12,7 @@ from unfold.admin import ModelAdmin, TabularInline
 from unfold.contrib.filters.admin import ChoicesDropdownFilter, RangeDateTimeFilter
 from unfold.decorators import action, display
 
+from audit.admin import AuditTimelineMixin
 from common.admin import NoteForm, confirm_dialog, dialog_redirect
 from payments import inbox as inbox_service
 from payments import refunds, services
@@ -128,7 +129,10 @@ class ReceiptPendingFilter(admin.SimpleListFilter):
 
 
 @admin.register(Payment)
-class PaymentAdmin(ModelAdmin):
+class PaymentAdmin(AuditTimelineMixin, ModelAdmin):
+    def audit_subjects(self, obj):
+        return [obj, obj.order, *obj.refunds.all()]
+
     list_display = [
         "id",
         "order_link",
@@ -485,7 +489,7 @@ class NeedsAttentionFilter(admin.SimpleListFilter):
 
 
 @admin.register(CallbackInbox)
-class CallbackInboxAdmin(ReadOnlyAdminMixin, ModelAdmin):
+class CallbackInboxAdmin(AuditTimelineMixin, ReadOnlyAdminMixin, ModelAdmin):
     list_display = [
         "id",
         "received_at",
@@ -622,8 +626,11 @@ class RefundEventInline(ReadOnlyAdminMixin, TabularInline):
 
 
 @admin.register(Refund)
-class RefundAdmin(ModelAdmin):
+class RefundAdmin(AuditTimelineMixin, ModelAdmin):
     """Refunds are requested from the payment page; here they are approved, watched and settled."""
+
+    def audit_subjects(self, obj):
+        return [obj, obj.payment]
 
     list_display = [
         "id",
