@@ -721,8 +721,14 @@ class RefundAdmin(AuditTimelineMixin, ModelAdmin):
         )
 
     def has_approve_refund_permission(self, request, object_id=None):
-        return request.user.has_perm("payments.approve_refund") and self._refund_is(
-            object_id, RefundStatus.REQUESTED
+        # Never offered to the person who asked for the refund (refund_approve refuses them anyway).
+        return (
+            request.user.has_perm("payments.approve_refund")
+            and self._refund_is(object_id, RefundStatus.REQUESTED)
+            and (
+                object_id is None
+                or not Refund.objects.filter(pk=object_id, requested_by=request.user).exists()
+            )
         )
 
     def has_reject_refund_permission(self, request, object_id=None):
