@@ -26,15 +26,38 @@ admin.site.unregister(User)
 admin.site.unregister(Group)
 
 
+class SuperusersOnlyMixin:
+    """Users, roles and the task queue are administered by superusers alone. (Django's default lets anyone
+    holding auth.change_user make themself a superuser; no role holds it, and this keeps it so.)"""
+
+    def _superuser(self, request) -> bool:
+        return request.user.is_active and request.user.is_superuser
+
+    def has_module_permission(self, request):
+        return self._superuser(request) and super().has_module_permission(request)
+
+    def has_view_permission(self, request, obj=None):
+        return self._superuser(request) and super().has_view_permission(request, obj)
+
+    def has_add_permission(self, request, *args):
+        return self._superuser(request) and super().has_add_permission(request, *args)
+
+    def has_change_permission(self, request, obj=None):
+        return self._superuser(request) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return self._superuser(request) and super().has_delete_permission(request, obj)
+
+
 @admin.register(User)
-class UserAdmin(BaseUserAdmin, ModelAdmin):
+class UserAdmin(SuperusersOnlyMixin, BaseUserAdmin, ModelAdmin):
     form = UserChangeForm
     add_form = UserCreationForm
     change_password_form = AdminPasswordChangeForm
 
 
 @admin.register(Group)
-class GroupAdmin(BaseGroupAdmin, ModelAdmin):
+class GroupAdmin(SuperusersOnlyMixin, BaseGroupAdmin, ModelAdmin):
     pass
 
 
@@ -134,20 +157,20 @@ for model in (Schedule, Success, Failure, OrmQ):
 
 
 @admin.register(Schedule)
-class ScheduleAdmin(q_admin.ScheduleAdmin, ModelAdmin):
+class ScheduleAdmin(SuperusersOnlyMixin, q_admin.ScheduleAdmin, ModelAdmin):
     pass
 
 
 @admin.register(Success)
-class SuccessAdmin(q_admin.TaskAdmin, ModelAdmin):
+class SuccessAdmin(SuperusersOnlyMixin, q_admin.TaskAdmin, ModelAdmin):
     pass
 
 
 @admin.register(Failure)
-class FailureAdmin(q_admin.FailAdmin, ModelAdmin):
+class FailureAdmin(SuperusersOnlyMixin, q_admin.FailAdmin, ModelAdmin):
     pass
 
 
 @admin.register(OrmQ)
-class QueueAdmin(q_admin.QueueAdmin, ModelAdmin):
+class QueueAdmin(SuperusersOnlyMixin, q_admin.QueueAdmin, ModelAdmin):
     pass
