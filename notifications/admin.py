@@ -6,7 +6,7 @@ from unfold.contrib.filters.admin import ChoicesDropdownFilter, RangeDateTimeFil
 from unfold.decorators import action, display
 
 from audit.admin import AuditTimelineMixin
-from common.admin import confirm_dialog, dialog_redirect
+from common.admin import ContactMaskingMixin, confirm_dialog, dialog_redirect
 from notifications import services
 from notifications.context import CONTEXT_DOCS
 from notifications.exceptions import NotificationError
@@ -49,7 +49,8 @@ class NotificationAttemptInline(TabularInline):
 
 
 @admin.register(Notification)
-class NotificationAdmin(AuditTimelineMixin, ModelAdmin):
+class NotificationAdmin(AuditTimelineMixin, ContactMaskingMixin, ModelAdmin):
+    masked_contacts = {"recipient_masked": "recipient"}
     list_display = [
         "id",
         "created_at",
@@ -68,7 +69,7 @@ class NotificationAdmin(AuditTimelineMixin, ModelAdmin):
         ("created_at", RangeDateTimeFilter),
     ]
     list_filter_submit = True
-    # Phone numbers are searched in full (2547XXXXXXXX) and only ever shown masked in the list.
+    # Phone numbers are searched in full (2547XXXXXXXX) and shown masked unless one may see them in full.
     search_fields = ["order__reference", "recipient", "payment__mpesa_receipt_number", "provider_message_id"]
     list_select_related = ["order"]
     show_full_result_count = False
@@ -76,7 +77,7 @@ class NotificationAdmin(AuditTimelineMixin, ModelAdmin):
     actions = ["resend_selected"]
     actions_detail = ["resend"]
     fieldsets = [
-        (None, {"fields": ["event", "channel", "recipient", "language", "show_status", "dedupe_key"]}),
+        (None, {"fields": ["event", "channel", "recipient_masked", "language", "show_status", "dedupe_key"]}),
         ("Message", {"fields": ["template", "subject", "body", "html_body"]}),
         (
             "Delivery",
@@ -113,7 +114,7 @@ class NotificationAdmin(AuditTimelineMixin, ModelAdmin):
     ]
 
     def get_readonly_fields(self, request, obj=None):
-        return [f for fieldset in self.fieldsets for f in fieldset[1]["fields"]]
+        return [f for fieldset in self.get_fieldsets(request, obj) for f in fieldset[1]["fields"]]
 
     def has_add_permission(self, request):
         return False
@@ -229,8 +230,9 @@ class MessageTemplateAdmin(ModelAdmin):
 
 
 # --- messages on the payment and order pages ------------------------------------------------------
-class NotificationInline(TabularInline):
+class NotificationInline(ContactMaskingMixin, TabularInline):
     model = Notification
+    masked_contacts = {"recipient_masked": "recipient"}
     fields = ["created_at", "event", "channel", "recipient_masked", "status", "attempts", "last_error"]
     readonly_fields = fields
     extra = 0

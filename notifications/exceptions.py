@@ -6,3 +6,7 @@ class NotificationError(Exception):
 
 class NotificationInFlight(NotificationError):
     """A resend was asked for while the message is still queued or being sent."""
+
+
+class NotificationPermissionDenied(NotificationError):
+    """The person asking may not do this (services check, whatever the admin offers)."""

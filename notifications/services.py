@@ -30,7 +30,7 @@ from notifications.channels import (
 )
 from notifications.context import order_context, payment_context, refund_context
 from notifications.defaults import default_text
-from notifications.exceptions import NotificationInFlight
+from notifications.exceptions import NotificationInFlight, NotificationPermissionDenied
 from notifications.masking import mask_recipient
 from notifications.models import (
     EVENT_CHANNELS,
@@ -430,6 +430,8 @@ def notification_sweep(*, limit: int = 200) -> dict[str, int]:
 @transaction.atomic
 def notification_resend(*, notification_id: int, actor) -> Notification:
     """Staff send a message again: same row (the dedupe key stays), a fresh round of attempts, who did it."""
+    if actor is None or not actor.is_active or not actor.has_perm("notifications.resend_notification"):
+        raise NotificationPermissionDenied("You are not allowed to send messages again.")
     notification = Notification.objects.select_for_update().get(pk=notification_id)
     if notification.status in (NS.QUEUED, NS.SENDING):
         raise NotificationInFlight(f"Notification #{notification.pk} is already {notification.status}.")

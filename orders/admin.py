@@ -9,7 +9,7 @@ from unfold.forms import BaseDialogForm
 from unfold.widgets import UnfoldAdminTextareaWidget
 
 from audit.admin import AuditTimelineMixin
-from common.admin import confirm_dialog, dialog_redirect
+from common.admin import ContactMaskingMixin, confirm_dialog, dialog_redirect
 from common.masking import mask_email
 from common.phone import mask_msisdn
 from orders.exceptions import OrderError
@@ -33,10 +33,13 @@ class ProductAdmin(ModelAdmin):
 
 
 @admin.register(Customer)
-class CustomerAdmin(AuditTimelineMixin, ModelAdmin):
+class CustomerAdmin(AuditTimelineMixin, ContactMaskingMixin, ModelAdmin):
+    masked_contacts = {"masked_email": "email", "masked_phone": "phone"}
     list_display = ["full_name", "masked_email", "masked_phone", "language", "sms_opt_out", "created_at"]
     list_filter = ["language", "sms_opt_out"]
     search_fields = ["full_name", "email", "phone"]
+    fields = ["full_name", "masked_email", "masked_phone", "language", "sms_opt_out", "created_at"]
+    readonly_fields = ["created_at"]
 
     @display(description="Email")
     def masked_email(self, obj):
@@ -86,7 +89,13 @@ class CancelOrderForm(BaseDialogForm):
 
 
 @admin.register(Order)
-class OrderAdmin(AuditTimelineMixin, ModelAdmin):
+class OrderAdmin(AuditTimelineMixin, ContactMaskingMixin, ModelAdmin):
+    masked_contacts = {
+        "masked_contact_phone": "contact_phone",
+        "masked_contact_email": "contact_email",
+        "masked_shipping_phone": "shipping_phone",
+    }
+
     def audit_subjects(self, obj):
         payments = list(obj.payments.prefetch_related("refunds"))
         return [obj, *payments, *(refund for payment in payments for refund in payment.refunds.all())]
@@ -127,7 +136,7 @@ class OrderAdmin(AuditTimelineMixin, ModelAdmin):
         "currency",
         "contact_name",
         "masked_contact_phone",
-        "contact_email",
+        "masked_contact_email",
         "contact_language",
         "contact_sms_opt_out",
         "payment_due_at",
@@ -149,7 +158,7 @@ class OrderAdmin(AuditTimelineMixin, ModelAdmin):
                 "fields": [
                     "contact_name",
                     "masked_contact_phone",
-                    "contact_email",
+                    "masked_contact_email",
                     "contact_language",
                     "contact_sms_opt_out",
                 ]
@@ -163,7 +172,7 @@ class OrderAdmin(AuditTimelineMixin, ModelAdmin):
                     "shipping_address",
                     "shipping_city",
                     "shipping_postal_code",
-                    "shipping_phone",
+                    "masked_shipping_phone",
                 ]
             },
         ),
@@ -199,6 +208,10 @@ class OrderAdmin(AuditTimelineMixin, ModelAdmin):
     @display(description="Contact email")
     def masked_contact_email(self, obj):
         return mask_email(obj.contact_email)
+
+    @display(description="Shipping phone")
+    def masked_shipping_phone(self, obj):
+        return mask_msisdn(obj.shipping_phone)  # as the customer typed it: first four and last three shown
 
     @display(description="Payment", label=STATUS_COLOURS)
     def latest_payment(self, obj):

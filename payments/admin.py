@@ -13,7 +13,7 @@ from unfold.contrib.filters.admin import ChoicesDropdownFilter, RangeDateTimeFil
 from unfold.decorators import action, display
 
 from audit.admin import AuditTimelineMixin
-from common.admin import NoteForm, confirm_dialog, dialog_redirect
+from common.admin import ContactMaskingMixin, NoteForm, confirm_dialog, dialog_redirect, phones_masked
 from payments import inbox as inbox_service
 from payments import refunds, services
 from payments.exceptions import PaymentError
@@ -129,7 +129,9 @@ class ReceiptPendingFilter(admin.SimpleListFilter):
 
 
 @admin.register(Payment)
-class PaymentAdmin(AuditTimelineMixin, ModelAdmin):
+class PaymentAdmin(AuditTimelineMixin, ContactMaskingMixin, ModelAdmin):
+    masked_contacts = {"masked_phone": "phone"}
+
     def audit_subjects(self, obj):
         return [obj, obj.order, *obj.refunds.all()]
 
@@ -216,7 +218,7 @@ class PaymentAdmin(AuditTimelineMixin, ModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         # Status and money only change through the services (actions below), never by editing fields.
-        return [f for fieldset in self.fieldsets for f in fieldset[1]["fields"]]
+        return [f for fieldset in self.get_fieldsets(request, obj) for f in fieldset[1]["fields"]]
 
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         extra_context = {**(extra_context or {}), **READ_ONLY_FORM}
@@ -464,13 +466,25 @@ class PaymentAdmin(AuditTimelineMixin, ModelAdmin):
         return dialog_redirect(reverse("admin:payments_refund_change", args=[refund.pk]))
 
 
+class EventDataMaskingMixin(ContactMaskingMixin):
+    """An event's data is Daraja's evidence, phone numbers included: masked like every other contact."""
+
+    masked_contacts = {"masked_data": "data"}
+
+    @display(description="Data")
+    def masked_data(self, obj):
+        return phones_masked(obj.data)
+
+
 @admin.register(PaymentEvent)
-class PaymentEventAdmin(ReadOnlyAdminMixin, ModelAdmin):
+class PaymentEventAdmin(EventDataMaskingMixin, ReadOnlyAdminMixin, ModelAdmin):
     list_display = ["created_at", "payment", "kind", "source", "actor", "from_status", "to_status", "message"]
     list_filter = [("kind", ChoicesDropdownFilter), ("source", ChoicesDropdownFilter)]
     search_fields = ["payment__mpesa_receipt_number", "payment__checkout_request_id", "message"]
     list_select_related = ["payment", "actor"]
-    readonly_fields = [f.name for f in PaymentEvent._meta.fields]
+    fields = readonly_fields = [
+        "masked_data" if f.name == "data" else f.name for f in PaymentEvent._meta.fields
+    ]
 
 
 class NeedsAttentionFilter(admin.SimpleListFilter):
@@ -489,7 +503,8 @@ class NeedsAttentionFilter(admin.SimpleListFilter):
 
 
 @admin.register(CallbackInbox)
-class CallbackInboxAdmin(AuditTimelineMixin, ReadOnlyAdminMixin, ModelAdmin):
+class CallbackInboxAdmin(AuditTimelineMixin, ContactMaskingMixin, ReadOnlyAdminMixin, ModelAdmin):
+    masked_contacts = {"masked_body": "body", "masked_claimed": "claimed"}
     list_display = [
         "id",
         "received_at",
@@ -503,12 +518,26 @@ class CallbackInboxAdmin(AuditTimelineMixin, ReadOnlyAdminMixin, ModelAdmin):
     ]
     list_filter = [NeedsAttentionFilter, ("status", ChoicesDropdownFilter), ("kind", ChoicesDropdownFilter)]
     search_fields = ["correlation_id", "body"]
-    readonly_fields = ["candidates", *[f.name for f in CallbackInbox._meta.fields]]
+    fields = readonly_fields = [
+        "candidates",
+        *[
+            {"body": "masked_body", "claimed": "masked_claimed"}.get(f.name, f.name)
+            for f in CallbackInbox._meta.fields
+        ],
+    ]
     actions_detail = ["reprocess", "attach"]
 
     @display(description="Status", ordering="status", label=INBOX_COLOURS)
     def show_status(self, obj):
         return obj.status, obj.get_status_display()
+
+    @display(description="Body")
+    def masked_body(self, obj):
+        return phones_masked(obj.body)
+
+    @display(description="Claimed")
+    def masked_claimed(self, obj):
+        return phones_masked(obj.claimed)
 
     @display(description="Candidate payments")
     def candidates(self, obj):
@@ -858,12 +887,14 @@ class RefundAdmin(AuditTimelineMixin, ModelAdmin):
 
 
 @admin.register(RefundEvent)
-class RefundEventAdmin(ReadOnlyAdminMixin, ModelAdmin):
+class RefundEventAdmin(EventDataMaskingMixin, ReadOnlyAdminMixin, ModelAdmin):
     list_display = ["created_at", "refund", "kind", "source", "actor", "from_status", "to_status", "message"]
     list_filter = [("kind", ChoicesDropdownFilter), ("source", ChoicesDropdownFilter)]
     search_fields = ["refund__transaction_id", "refund__original_receipt", "message"]
     list_select_related = ["refund", "actor"]
-    readonly_fields = [f.name for f in RefundEvent._meta.fields]
+    fields = readonly_fields = [
+        "masked_data" if f.name == "data" else f.name for f in RefundEvent._meta.fields
+    ]
 
 
 def needs_review_badge(request) -> str:

@@ -7,6 +7,7 @@ import pytest
 import requests
 import responses
 import time_machine
+from django.contrib.auth.models import Permission
 from django.db import connection
 from django.utils import timezone
 
@@ -259,6 +260,7 @@ def test_resend_queues_the_same_row_again_and_records_who(
     django_user_model, django_capture_on_commit_callbacks
 ):
     staff = django_user_model.objects.create_user("ops")
+    staff.user_permissions.add(Permission.objects.get(codename="resend_notification"))
     with django_capture_on_commit_callbacks(execute=True):
         notification = queued_sms()
     assert Notification.objects.get(pk=notification.pk).status == NS.SENT

@@ -1,8 +1,11 @@
 import json
 
 import pytest
+from django.contrib.auth.models import Group
 from django.urls import reverse
 
+from backoffice import roles
+from notifications.models import Notification
 from orders.models import OrderStatus
 from payments.callback_urls import callback_token
 from payments.models import CallbackInbox, EventKind, EventSource, InboxStatus, PaymentEvent, PaymentStatus
@@ -20,41 +23,77 @@ def paid(fake_daraja, place_order, client):
     return payment
 
 
-def test_changelists_load_for_a_superuser_and_show_masked_phones(admin_client, paid):
-    for name in (
-        "payments_payment",
-        "payments_paymentevent",
-        "payments_callbackinbox",
-        "orders_order",
-        "orders_customer",
-        "orders_product",
-        "backoffice_apitoken",
-    ):
-        response = admin_client.get(reverse(f"admin:{name}_changelist"))
-        assert response.status_code == 200, name
-        assert b"254708374149" not in response.content, name
-    assert b"2547*****149" in admin_client.get(reverse("admin:payments_payment_changelist")).content
+@pytest.fixture
+def operator_client(client, django_user_model):
+    """An Operator (the role that sees the most without the permission to see full phone numbers)."""
+    user = django_user_model.objects.create_user("operator", is_staff=True)
+    user.groups.add(Group.objects.get(name=roles.OPERATOR))
+    client.force_login(user)
+    return client
 
 
-def test_change_pages_load_for_a_superuser(admin_client, paid):
-    pages = [
+LISTS = (
+    "payments_payment",
+    "payments_paymentevent",
+    "payments_callbackinbox",
+    "orders_order",
+    "orders_customer",
+    "orders_product",
+    "notifications_notification",
+    "backoffice_apitoken",
+)
+
+
+def detail_pages(paid) -> list[str]:
+    return [
         reverse("admin:payments_payment_change", args=[paid.pk]),
         reverse("admin:orders_order_change", args=[paid.order_id]),
+        reverse("admin:orders_customer_change", args=[paid.order.customer_id]),
         reverse("admin:payments_callbackinbox_change", args=[CallbackInbox.objects.get().pk]),
-        reverse("admin:payments_paymentevent_change", args=[paid.events.last().pk]),
+        *(reverse("admin:payments_paymentevent_change", args=[event.pk]) for event in paid.events.all()),
+        *(
+            reverse("admin:notifications_notification_change", args=[pk])
+            for pk in Notification.objects.values_list("pk", flat=True)
+        ),
     ]
-    for url in pages:
-        response = admin_client.get(url)
+
+
+def test_lists_and_pages_show_phone_numbers_masked_without_the_full_phone_permission(operator_client, paid):
+    for name in LISTS:
+        response = operator_client.get(reverse(f"admin:{name}_changelist"))
+        if name == "backoffice_apitoken":
+            assert response.status_code == 403  # not an Operator's business
+            continue
+        assert response.status_code == 200, name
+        assert b"254708374149" not in response.content, name
+    assert b"2547*****149" in operator_client.get(reverse("admin:payments_payment_changelist")).content
+    for url in detail_pages(paid):
+        response = operator_client.get(url)
         assert response.status_code == 200, url
-    payment_page = admin_client.get(pages[0]).content.decode()
+        assert b"254708374149" not in response.content, url  # the callback body and event data too
+    payment_page = operator_client.get(reverse("admin:payments_payment_change", args=[paid.pk])).content
+    assert b"2547*****149" in payment_page
+
+
+def test_superusers_see_full_phone_numbers(admin_client, paid):
+    # orders.view_full_phone, which superusers hold like every permission (Managers and Auditors too).
+    for name in LISTS:
+        response = admin_client.get(reverse(f"admin:{name}_changelist"))
+        assert response.status_code == 200, name
+    assert b"254708374149" in admin_client.get(reverse("admin:payments_payment_changelist")).content
+    for url in detail_pages(paid):
+        assert admin_client.get(url).status_code == 200, url
+    payment_page = admin_client.get(reverse("admin:payments_payment_change", args=[paid.pk])).content.decode()
     assert "NLJ7RT61SV" in payment_page
     assert "Ask M-Pesa now" in payment_page
-    assert "254708374149" not in payment_page
+    assert "254708374149" in payment_page
 
 
-def test_payments_can_be_found_by_receipt_and_full_phone(admin_client, paid):
+@pytest.mark.parametrize("who", ["superuser", "operator"])
+def test_payments_can_be_found_by_receipt_and_full_phone(who, request, paid):
+    browser = request.getfixturevalue("admin_client" if who == "superuser" else "operator_client")
     for term in ("NLJ7RT61SV", "254708374149", paid.order.reference):
-        response = admin_client.get(reverse("admin:payments_payment_changelist"), {"q": term})
+        response = browser.get(reverse("admin:payments_payment_changelist"), {"q": term})
         assert response.status_code == 200
         assert response.context["cl"].result_count == 1, term
 
