@@ -1,3 +1,5 @@
+from axes import admin as axes_admin
+from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django.contrib import admin, messages
 from django.contrib.auth.admin import GroupAdmin as BaseGroupAdmin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
@@ -173,4 +175,50 @@ class FailureAdmin(SuperusersOnlyMixin, q_admin.FailAdmin, ModelAdmin):
 
 @admin.register(OrmQ)
 class QueueAdmin(SuperusersOnlyMixin, q_admin.QueueAdmin, ModelAdmin):
+    pass
+
+
+# --- sign-in throttling (django-axes) ---------------------------------------------------------------
+def superusers_only(request) -> bool:
+    """Also the sidebar's test for the entries below."""
+    return request.user.is_active and request.user.is_superuser
+
+
+for model in (AccessAttempt, AccessLog, AccessFailureLog):
+    if admin.site.is_registered(model):
+        admin.site.unregister(model)
+
+
+class SignInRecordsAdminMixin:
+    """Failed sign-ins, lockouts and the access log: seen by superusers alone, never edited."""
+
+    def has_module_permission(self, request):
+        return superusers_only(request)
+
+    def has_view_permission(self, request, obj=None):
+        return superusers_only(request)
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(AccessAttempt)
+class AccessAttemptAdmin(SignInRecordsAdminMixin, axes_admin.AccessAttemptAdmin, ModelAdmin):
+    """An account or address with AXES_FAILURE_LIMIT failures is locked out; deleting its attempt lifts
+    the lockout (django-axes' documented way, like `manage.py axes_reset_username`)."""
+
+    def has_delete_permission(self, request, obj=None):
+        return superusers_only(request)
+
+
+@admin.register(AccessLog)
+class AccessLogAdmin(SignInRecordsAdminMixin, axes_admin.AccessLogAdmin, ModelAdmin):
+    pass
+
+
+@admin.register(AccessFailureLog)
+class AccessFailureLogAdmin(SignInRecordsAdminMixin, axes_admin.AccessFailureLogAdmin, ModelAdmin):
     pass

@@ -112,6 +112,8 @@ AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False
 AXES_LOCKOUT_TEMPLATE = "admin/locked_out.html"
+# Renders that template with the admin site's context too (it extends the sign-in page), status 429.
+AXES_LOCKOUT_CALLABLE = "backoffice.lockout.lockout_response"
 # The address axes counts is the one every audit record names (the last proxy hop only behind our proxy).
 AXES_CLIENT_IP_CALLABLE = "common.net.client_ip"
 # Passwords never reach the attempt log; axes keeps only the username and the address.
@@ -553,6 +555,18 @@ UNFOLD = {
                         "title": "Failed tasks",
                         "icon": "error",
                         "link": reverse_lazy("admin:django_q_failure_changelist"),
+                    },
+                    {
+                        "title": "Sign-in lockouts",
+                        "icon": "lock_person",
+                        "link": reverse_lazy("admin:axes_accessattempt_changelist"),
+                        "permission": "backoffice.admin.superusers_only",
+                    },
+                    {
+                        "title": "Sign-in log",
+                        "icon": "login",
+                        "link": reverse_lazy("admin:axes_accesslog_changelist"),
+                        "permission": "backoffice.admin.superusers_only",
                     },
                 ],
             },
