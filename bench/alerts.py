@@ -120,7 +120,7 @@ def run(args) -> int:
     call_command("seed_demo", "--logins-file", "", verbosity=0, stdout=open("/dev/null", "w"))  # noqa: SIM115
     users = get_user_model()
     writer = HistoryWriter(
-        owner=users.objects.get(username="storefront"), staff=users.objects.get(username="finance"),
+        owner=users.objects.get(username="storefront"), staff=users.objects.get(username="manager"),
         now=timezone.now(),
     )  # fmt: skip
     started = time.monotonic()

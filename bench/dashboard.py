@@ -174,7 +174,7 @@ def run(args) -> int:
     empty = {name: timed(page(path), repeat=args.repeat)[0] for name, path in pages.items()}
 
     writer = HistoryWriter(
-        owner=users.objects.get(username="storefront"), staff=users.objects.get(username="finance"),
+        owner=users.objects.get(username="storefront"), staff=users.objects.get(username="manager"),
         now=timezone.now(),
     )  # fmt: skip
     started = time.monotonic()

@@ -78,7 +78,7 @@ def seed(month_first: dt.date, attempts: int, numbers: Iterator[int]) -> None:
     # The writer spreads attempts over the `days` before `now`, skipping the hours from `now` on.
     now = dt.datetime.combine(next_month, dt.time.min, tzinfo=NAIROBI)
     writer = HistoryWriter(
-        owner=users.objects.get(username="storefront"), staff=users.objects.get(username="finance"), now=now
+        owner=users.objects.get(username="storefront"), staff=users.objects.get(username="manager"), now=now
     )
     # One writer numbers its rows from 1 (receipts, CheckoutRequestIDs, refund keys): a second writer in
     # the same database continues where the first stopped, or its unique keys collide.

@@ -1,4 +1,4 @@
-"""Demo data for the embedded default: staff logins, a catalogue, a storefront API token."""
+"""Demo data for the embedded default: staff logins (one per role), a catalogue, a storefront API token."""
 
 from decimal import Decimal
 from pathlib import Path
@@ -10,6 +10,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from tqdm import tqdm
 
+from backoffice import roles
 from backoffice.demo_history import HistoryWriter, history_present
 from backoffice.models import ApiScope
 from backoffice.services import api_token_issue
@@ -22,10 +23,17 @@ PRODUCTS = [
     ("HONEY-1", "Baringo honey 1 kg", "Raw honey.", Decimal("950.00")),
     ("KIKOY-1", "Cotton kikoy", "Hand-woven, 1.5 m.", Decimal("1850.50")),
 ]
+# (username = password, role group or None for the superuser, what the login is for)
 STAFF = [
-    ("admin", "admin", True, "Superuser: everything"),
-    ("finance", "finance", False, "Finance staff: payments, orders, refunds"),
+    ("admin", None, "Superuser: users, roles, API tokens, settings, and everything else"),
+    ("viewer", roles.VIEWER, "Viewer: reads payments, orders, refunds, the dashboard; phones masked"),
+    ("operator", roles.OPERATOR, "Operator: Viewer plus ask M-Pesa, new prompt, resend, cash collected"),
+    ("manager", roles.MANAGER, "Manager: Operator plus refunds, reviews, receipts, exports, reports"),
+    ("manager2", roles.MANAGER, "Manager: the second approver of a manager's refund"),
+    ("auditor", roles.AUDITOR, "Auditor: reads everything, the audit trail too; changes nothing"),
 ]
+# The staff member the demo history's refunds and cash collections name.
+HISTORY_STAFF = "manager"
 
 
 class Command(BaseCommand):
@@ -67,7 +75,7 @@ class Command(BaseCommand):
             self.stdout.write("Demo history is already there; not adding more.")
             return
         writer = HistoryWriter(
-            owner=storefront, staff=users.objects.get(username="finance"), now=timezone.now(), seed=seed
+            owner=storefront, staff=users.objects.get(username=HISTORY_STAFF), now=timezone.now(), seed=seed
         )
         interactive = self.stderr.isatty()
         with tqdm(total=attempts, unit=" attempts", disable=not interactive, file=self.stderr._out) as bar:
@@ -86,26 +94,22 @@ class Command(BaseCommand):
                 sku=sku,
                 defaults={"name": name, "description": description, "price": price, "is_active": True},
             )
-        group, _ = Group.objects.get_or_create(name="Finance")
-        group.permissions.set(
-            Permission.objects.filter(
-                content_type__app_label__in=["orders", "payments", "notifications", "reports"]
-            )
-        )
+        # The migration made the role groups; a group deleted since is made again (edited ones are kept).
+        roles.ensure_roles(Group, Permission)
         users = get_user_model()
         lines = []
-        for username, password, superuser, role in STAFF:
+        for username, role, purpose in STAFF:
             user, created = users.objects.get_or_create(
                 username=username, defaults={"email": f"{username}@example.com"}
             )
             if created:
-                user.set_password(password)
+                user.set_password(username)
             user.is_staff = True
-            user.is_superuser = superuser
+            user.is_superuser = role is None
             user.save()
-            if not superuser:
-                user.groups.add(group)
-            lines.append(f"{username} / {password}  ({role})")
+            if role is not None:
+                user.groups.add(Group.objects.get(name=role))
+            lines.append(f"{username} / {username}  ({purpose})")
         # The storefront places orders and follows payments; it never refunds.
         _token, raw, _ = api_token_issue(
             username="storefront", name="demo storefront", scopes=[ApiScope.ORDERS]
