@@ -3,10 +3,17 @@ subscriptions, users and roles. Each tracked model names the fields whose before
 recorded as changed without their values, and many-to-many fields (a role's permissions, a user's roles)
 record what was added and removed.
 
+A save that changes none of the tracked fields writes nothing, and a save that writes none of them
+(`update_fields`, e.g. a user's last_login at every sign-in) is not even compared.
+
 Money rows are not tracked here: their services write an explicit record of each action, with the reason.
+A service that writes its own record of a tracked row (an API token issued or revoked) makes the change
+inside `untracked(Model)`, so that the change is recorded once.
 """
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from django.db import models
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_save
@@ -15,6 +22,27 @@ from audit.models import AuditAction
 from audit.services import audit_record, changes_between, field_values
 
 HIDDEN = "(hidden)"
+CHANGED = "(changed)"
+# The row as it was in the database, kept on the instance between pre_save and post_save.
+_BEFORE = "_audit_before"
+# Targets whose many-to-many changes grant or take away access.
+_ACCESS_MODELS = frozenset({"auth.permission", "auth.group"})
+
+_untracked: ContextVar[frozenset[type[models.Model]]] = ContextVar("audit_untracked", default=frozenset())
+
+
+@contextmanager
+def untracked(*tracked_models: type[models.Model]) -> Iterator[None]:
+    """Changes of these models inside the block are not recorded here: the caller records them itself."""
+    token = _untracked.set(_untracked.get() | frozenset(tracked_models))
+    try:
+        yield
+    finally:
+        _untracked.reset(token)
+
+
+def _is_untracked(model: type[models.Model]) -> bool:
+    return model in _untracked.get()
 
 
 def track(
@@ -23,48 +51,70 @@ def track(
     fields: Iterable[str],
     secret: Iterable[str] = (),
     m2m: Iterable[str] = (),
+    ignore: Callable[[models.Model, frozenset[str] | None], bool] | None = None,
 ) -> None:
-    """Record every create, change and delete of `model` (and changes of its many-to-many `m2m`)."""
-    fields = tuple(fields)
+    """Record every create, change and delete of `model` (and changes of its many-to-many `m2m`).
+
+    `secret` fields (tracked even when not in `fields`) are recorded as changed, never with a value.
+    `ignore(instance, update_fields)` says a save is no edit and is not recorded (a password hash that
+    Django upgrades at sign-in).
+    """
     secret = frozenset(secret)
+    fields = tuple(dict.fromkeys((*fields, *secret)))
+    watched = frozenset(fields)
+    attnames = {name: model._meta.get_field(name).attname for name in fields}
     label = model._meta.label_lower
 
-    def values(instance):
-        found = field_values(instance, fields)
-        return {name: (HIDDEN if name in secret else value) for name, value in found.items()}
+    def shown(instance, names: Iterable[str]) -> dict:
+        names = tuple(names)
+        values = field_values(instance, [name for name in names if name not in secret])
+        return {name: HIDDEN if name in secret else values[name] for name in names}
 
-    def remember(sender, instance, raw=False, **kwargs):
-        if raw or instance._state.adding or instance.pk is None:
-            instance._audit_before = None
+    def remember(sender, instance, raw=False, update_fields=None, **kwargs):
+        instance.__dict__.pop(_BEFORE, None)
+        if raw or instance._state.adding or instance.pk is None or _is_untracked(sender):
             return
-        old = sender._default_manager.filter(pk=instance.pk).first()
-        before = field_values(old, fields) if old is not None else None
-        if before is not None:
-            # A secret counts as changed when its stored value changed; its values are never recorded.
-            for name in secret:
-                if before[name] != getattr(instance, instance._meta.get_field(name).attname):
-                    before[name] = "(previous)"
-                else:
-                    before[name] = HIDDEN
-        instance._audit_before = before
+        if update_fields is not None and watched.isdisjoint(update_fields):
+            return
+        if ignore is not None and ignore(instance, update_fields):
+            return
+        old = sender._base_manager.filter(pk=instance.pk).first()
+        if old is not None:
+            instance.__dict__[_BEFORE] = old
 
-    def saved(sender, instance, created, raw=False, **kwargs):
-        if raw:
+    def saved(sender, instance, created, raw=False, update_fields=None, **kwargs):
+        old = instance.__dict__.pop(_BEFORE, None)
+        if raw or _is_untracked(sender):
             return
         if created:
             audit_record(
-                action=AuditAction.CREATED, obj=instance, changes=changes_between({}, values(instance))
+                action=AuditAction.CREATED, obj=instance, changes=changes_between({}, shown(instance, fields))
             )
             return
-        before = getattr(instance, "_audit_before", None)
-        if before is None:
+        if old is None:
             return
-        changes = changes_between(before, values(instance))
-        if changes:
-            audit_record(action=AuditAction.CHANGED, obj=instance, changes=changes)
+        # Compared as stored (a Decimal 5 and 5.00 are one value), shown as the admin shows them.
+        names = [
+            name
+            for name in fields
+            if getattr(old, attnames[name]) != getattr(instance, attnames[name])
+            and (update_fields is None or name in update_fields)
+        ]
+        if not names:
+            return
+        before, after = shown(old, names), shown(instance, names)
+        changes = {
+            name: {"before": before[name], "after": CHANGED if name in secret else after[name]}
+            for name in names
+        }
+        audit_record(action=AuditAction.CHANGED, obj=instance, changes=changes)
 
     def deleted(sender, instance, **kwargs):
-        audit_record(action=AuditAction.DELETED, obj=instance, changes=changes_between(values(instance), {}))
+        if _is_untracked(sender):
+            return
+        audit_record(
+            action=AuditAction.DELETED, obj=instance, changes=changes_between(shown(instance, fields), {})
+        )
 
     pre_save.connect(remember, sender=model, weak=False, dispatch_uid=f"audit.pre_save.{label}")
     post_save.connect(saved, sender=model, weak=False, dispatch_uid=f"audit.post_save.{label}")
@@ -77,23 +127,38 @@ def _track_m2m(model: type[models.Model], name: str) -> None:
     field = model._meta.get_field(name)
     through = field.remote_field.through
     target = field.related_model
+    audit_action = (
+        AuditAction.PERMISSIONS_CHANGED if target._meta.label_lower in _ACCESS_MODELS else AuditAction.CHANGED
+    )
+
+    def record(owner: models.Model, verb: str, names: list[str]) -> None:
+        added, removed = (names, []) if verb == "post_add" else ([], names)
+        audit_record(action=audit_action, obj=owner, changes={name: {"added": added, "removed": removed}})
 
     def changed(sender, instance, action, reverse, model, pk_set, **kwargs):
-        if action not in ("post_add", "post_remove", "pre_clear") or reverse:
-            # Reverse edits (adding a user to a group from the group's side) arrive on the other model's
-            # own tracked field when it has one; a clear is recorded before it happens, with what it removes.
+        if action not in ("post_add", "post_remove", "pre_clear"):
             return
-        if action == "pre_clear":
-            pk_set = set(getattr(instance, name).values_list("pk", flat=True))
-        if not pk_set:
+        if not reverse:
+            # user.groups.add(group): `instance` is the tracked row, `pk_set` the targets.
+            if _is_untracked(type(instance)):
+                return
+            if action == "pre_clear":  # recorded before it happens, with what it removes
+                pk_set = set(getattr(instance, name).values_list("pk", flat=True))
+            if pk_set:
+                targets = target._base_manager.filter(pk__in=pk_set)
+                record(instance, action, sorted(str(item) for item in targets))
             return
-        names = sorted(str(item) for item in target._default_manager.filter(pk__in=pk_set))
-        added, removed = (names, []) if action == "post_add" else ([], names)
-        audit_record(
-            action=AuditAction.PERMISSIONS_CHANGED,
-            obj=instance,
-            changes={name: {"added": added, "removed": removed}},
+        # group.user_set.add(user): `instance` is the target, `pk_set` the tracked rows it joins or leaves.
+        if _is_untracked(model):
+            return
+        owners = model._base_manager.order_by("pk")
+        owners = (
+            owners.filter(**{name: instance.pk})
+            if action == "pre_clear"
+            else owners.filter(pk__in=pk_set or ())
         )
+        for owner in owners:
+            record(owner, action, [str(instance)])
 
     m2m_changed.connect(
         changed, sender=through, weak=False, dispatch_uid=f"audit.m2m.{model._meta.label_lower}.{name}"

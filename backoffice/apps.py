@@ -7,3 +7,6 @@ class BackofficeConfig(AppConfig):
 
     def ready(self) -> None:
         from backoffice import checks  # noqa: F401
+        from backoffice.audit_tracking import track_edits
+
+        track_edits()

@@ -6,10 +6,14 @@ import secrets
 from collections.abc import Iterable
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
+from audit.models import AuditAction
+from audit.services import audit_record, changes_between, field_values
+from audit.tracking import untracked
 from backoffice.exceptions import (
     ApiTokenExpired,
     ApiTokenInvalid,
@@ -24,6 +28,8 @@ logger = logging.getLogger(__name__)
 # last_used_at is written at most this often per token: one UPDATE a minute, not one per request.
 LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
 MAX_TOKEN_LENGTH = 200
+# What an audit record of a token keeps: never the token or its hash.
+TOKEN_AUDIT_FIELDS = ("name", "key_prefix", "scopes", "expires_at", "revoked_at")
 
 
 def _clean_scopes(scopes: Iterable[str]) -> list[str]:
@@ -63,28 +69,42 @@ def api_token_issue(
     scopes: Iterable[str] = (ApiScope.ORDERS,),
     expires_at: dt.datetime | None = None,
     expires_days: int | None = None,
+    actor=None,
+    issued_by: str = "",
 ) -> tuple[ApiToken, str, bool]:
     """A new token for `username` (created if needed). The raw token exists only in the return value.
 
     `scopes` say what the token may do (default: the storefront's `orders`); `expires_at` or
     `expires_days` end it (neither: it lasts until revoked). `staff` applies only to a user created here.
+    Every token issued is recorded in the audit trail: by `actor` (the person, when signed in) or, from a
+    shell, by what `issued_by` names (e.g. "manage.py issue_api_token").
     """
     clean_scopes = _clean_scopes(scopes)
     expiry = _expiry(expires_at=expires_at, expires_days=expires_days)
     user_model = get_user_model()
-    user, created = user_model.objects.get_or_create(username=username)
-    if created:
-        user.set_unusable_password()
-        user.is_staff = staff
-        user.save()
+    # Created in one insert (unusable password, staff or not), so the user's own record is one creation.
+    user, created = user_model.objects.get_or_create(
+        username=username, defaults={"password": make_password(None), "is_staff": staff}
+    )
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    token = ApiToken.objects.create(
-        user=user,
-        name=name,
-        key_prefix=raw[:10],
-        key_hash=hash_token(raw),
-        scopes=clean_scopes,
-        expires_at=expiry,
+    with untracked(ApiToken):  # recorded below as issued, with its user
+        token = ApiToken.objects.create(
+            user=user,
+            name=name,
+            key_prefix=raw[:10],
+            key_hash=hash_token(raw),
+            scopes=clean_scopes,
+            expires_at=expiry,
+        )
+    data = {"user": user.get_username(), "user_created": created}
+    if issued_by:
+        data["by"] = issued_by
+    audit_record(
+        action=AuditAction.TOKEN_ISSUED,
+        actor=actor,
+        obj=token,
+        changes=changes_between({}, field_values(token, TOKEN_AUDIT_FIELDS)),
+        data=data,
     )
     return token, raw, created
 
@@ -133,7 +153,16 @@ def api_token_revoke(*, token_id: int, actor) -> ApiToken:
     if token is None:
         raise ApiTokenInvalid(f"There is no API token #{token_id}.")
     if token.revoked_at is None:
+        before = field_values(token, TOKEN_AUDIT_FIELDS)
         token.revoked_at = timezone.now()
-        token.save(update_fields=["revoked_at"])
+        with untracked(ApiToken):  # recorded below as revoked
+            token.save(update_fields=["revoked_at"])
+        audit_record(
+            action=AuditAction.TOKEN_REVOKED,
+            actor=actor,
+            obj=token,
+            changes=changes_between(before, field_values(token, TOKEN_AUDIT_FIELDS)),
+            data={"user": token.user.get_username()},
+        )
         logger.info("API token #%s of user #%s revoked by user #%s", token.pk, token.user_id, actor.pk)
     return token

@@ -21,6 +21,8 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from audit.models import AuditAction
+from audit.services import audit_record, changes_between, field_values
 from common.phone import InvalidPhoneNumber, normalize_msisdn
 from notifications.channels import (
     OutcomeUnknownError,
@@ -427,6 +429,9 @@ def notification_sweep(*, limit: int = 200) -> dict[str, int]:
     return {"due": len(due), "recovered": recovered}
 
 
+RESEND_AUDIT_FIELDS = ("status", "attempts", "last_error", "resend_count")
+
+
 @transaction.atomic
 def notification_resend(*, notification_id: int, actor) -> Notification:
     """Staff send a message again: same row (the dedupe key stays), a fresh round of attempts, who did it."""
@@ -436,6 +441,7 @@ def notification_resend(*, notification_id: int, actor) -> Notification:
     if notification.status in (NS.QUEUED, NS.SENDING):
         raise NotificationInFlight(f"Notification #{notification.pk} is already {notification.status}.")
     now = timezone.now()
+    before = field_values(notification, RESEND_AUDIT_FIELDS)
     notification.status = NS.QUEUED
     notification.attempts = 0
     notification.uncertain_attempts = 0
@@ -446,6 +452,13 @@ def notification_resend(*, notification_id: int, actor) -> Notification:
     notification.resent_by = actor
     notification.resent_at = now
     notification.save()
+    if actor is not None:
+        audit_record(
+            action=AuditAction.NOTIFICATION_RESENT,
+            actor=actor,
+            obj=notification,
+            changes=changes_between(before, field_values(notification, RESEND_AUDIT_FIELDS)),
+        )
     logger.info("Notification #%s queued again by %s", notification.pk, getattr(actor, "username", actor))
     transaction.on_commit(partial(notification_enqueue, notification_id=notification.pk), robust=True)
     return notification

@@ -10,6 +10,8 @@ from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from audit.models import AuditAction
+from audit.services import audit_record, changes_between, field_values
 from common.phone import InvalidPhoneNumber, normalize_msisdn
 from orders.exceptions import OrderError
 from orders.models import Customer, Language, Order, OrderItem, OrderStatus, Product
@@ -294,6 +296,7 @@ def order_status_follow_payment(*, order_id: int, from_status: str, to_status: s
 
 COD_NOT_COLLECTED = "cod_not_collected"
 CANCELLED_BY_STAFF = "cancelled_by_staff"
+ORDER_AUDIT_FIELDS = ("status", "cancelled_at", "cancel_reason")
 
 
 @transaction.atomic
@@ -320,10 +323,18 @@ def order_cancel(*, order_id: int, actor, reason: str) -> Order:
             http_status=409,
         )
     from_status = order.status
+    before = field_values(order, ORDER_AUDIT_FIELDS)
     order.status = OrderStatus.CANCELLED
     order.cancelled_at = timezone.now()
     order.cancel_reason = f"Cancelled by {actor.get_username()}: {reason}"[:200]
     order.save(update_fields=["status", "cancelled_at", "cancel_reason", "updated_at"])
+    audit_record(
+        action=AuditAction.ORDER_CANCELLED,
+        actor=actor,
+        obj=order,
+        changes=changes_between(before, field_values(order, ORDER_AUDIT_FIELDS)),
+        reason=reason,
+    )
     order_status_changed.send(
         sender=Order,
         order=order,

@@ -20,6 +20,8 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from audit.models import AuditAction
+from audit.services import audit_record, changes_between, field_values
 from payments.daraja.async_results import parse_queue_timeout, parse_result
 from payments.daraja.results import CallbackFormatError, StkResult, parse_stk_callback
 from payments.models import CallbackInbox, EventKind, EventSource, InboxKind, InboxStatus
@@ -219,9 +221,25 @@ def inbox_reprocess_unmatched(*, kinds: Iterable[str], correlation_ids: Iterable
 def inbox_process_again(*, inbox_id: int, actor) -> CallbackInbox:
     """Staff process a quarantined, failed or unmatched row again (e.g. after Safaricom's IPs changed)."""
     require_perm(actor, "payments.reprocess_inbox", "You are not allowed to process inbox entries again.")
-    CallbackInbox.objects.filter(
-        pk=inbox_id, status__in=(InboxStatus.REJECTED, InboxStatus.UNMATCHED, InboxStatus.FAILED)
-    ).update(status=InboxStatus.RECEIVED, error="")
+    with transaction.atomic():
+        # Only the row is locked here (no payment lock after it): processing takes its locks afterwards.
+        stored = CallbackInbox.objects.select_for_update().filter(pk=inbox_id).first()
+        if stored is not None and stored.status != InboxStatus.PROCESSED:
+            # The person's part: the row goes back to received (when it had stopped) and is processed now.
+            # What processing then does is Daraja's word, recorded on the row and the payment's history.
+            before = field_values(stored, ("status",))
+            previous_error = (stored.error.strip().splitlines() or [""])[-1][:300]
+            if stored.status in (InboxStatus.REJECTED, InboxStatus.UNMATCHED, InboxStatus.FAILED):
+                stored.status = InboxStatus.RECEIVED
+                stored.error = ""
+                stored.save(update_fields=["status", "error"])
+            audit_record(
+                action=AuditAction.INBOX_REPROCESSED,
+                actor=actor,
+                obj=stored,
+                changes=changes_between(before, field_values(stored, ("status",))),
+                data={"kind": stored.kind, "attempts": stored.attempts, "previous_error": previous_error},
+            )
     inbox = inbox_process(inbox_id=inbox_id)
     logger.info("Inbox #%s processed again by staff: %s", inbox.pk, inbox.status)
     return inbox

@@ -5,12 +5,30 @@ import logging
 from django.conf import settings
 from django.db import transaction
 
+from audit.models import AuditAction
+from audit.services import audit_record, changes_between, field_values
 from payments.exceptions import IllegalTransition, RefundPermissionDenied
 from payments.models import EventSource, Refund, RefundEventKind, RefundStatus
 from payments.permissions import require_perm
 from payments.state import lock_refund, refund_transition
 
 logger = logging.getLogger(__name__)
+
+# What a person's action on a refund may change; its audit record keeps the before/after of those that did.
+REFUND_AUDIT_FIELDS = (
+    "status",
+    "method",
+    "amount",
+    "reason",
+    "internal_note",
+    "approved_by",
+    "rejected_by",
+    "transaction_id",
+    "result_code",
+    "result_desc",
+    "status_query_originator_id",
+    "status_query_conversation_id",
+)
 
 
 def refund_auto_approve(refund: Refund, *, actor, source: str) -> None:
@@ -44,6 +62,7 @@ def refund_approve(*, refund_id: int, actor, source: str = EventSource.ADMIN) ->
         raise IllegalTransition(
             f"Only refunds awaiting approval can be approved; this one is {refund.status}."
         )
+    before = field_values(refund, REFUND_AUDIT_FIELDS)
     refund_transition(
         refund,
         RefundStatus.APPROVED,
@@ -51,6 +70,12 @@ def refund_approve(*, refund_id: int, actor, source: str = EventSource.ADMIN) ->
         source=source,
         actor=actor,
         approved_by=actor,
+    )
+    audit_record(
+        action=AuditAction.REFUND_APPROVED,
+        actor=actor,
+        obj=refund,
+        changes=changes_between(before, field_values(refund, REFUND_AUDIT_FIELDS)),
     )
     refund_submit_after_commit(refund.pk)
     return refund
@@ -70,6 +95,7 @@ def refund_reject(*, refund_id: int, actor, note: str = "", source: str = EventS
         raise IllegalTransition(
             f"Only refunds awaiting approval can be rejected; this one is {refund.status}."
         )
+    before = field_values(refund, REFUND_AUDIT_FIELDS)
     refund_transition(
         refund,
         RefundStatus.REJECTED,
@@ -78,6 +104,13 @@ def refund_reject(*, refund_id: int, actor, note: str = "", source: str = EventS
         actor=actor,
         message=note[:500] or "Rejected",
         rejected_by=actor,
+    )
+    audit_record(
+        action=AuditAction.REFUND_REJECTED,
+        actor=actor,
+        obj=refund,
+        changes=changes_between(before, field_values(refund, REFUND_AUDIT_FIELDS)),
+        reason=note,
     )
     return refund
 

@@ -7,6 +7,8 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Sum
 
+from audit.models import AuditAction
+from audit.services import audit_record, changes_between, field_values
 from payments.daraja.security import SecurityCredentialError, initiator_configured
 from payments.exceptions import (
     RefundInProgress,
@@ -29,7 +31,7 @@ from payments.models import (
     RefundStatus,
 )
 from payments.permissions import require_perm
-from payments.refunds.approval import refund_auto_approve
+from payments.refunds.approval import REFUND_AUDIT_FIELDS, refund_auto_approve
 from payments.state import event_record, lock_payment, refund_created
 
 REFUNDABLE_PAYMENT_STATUSES = (PaymentStatus.COMPLETED, PaymentStatus.PARTIALLY_REFUNDED)
@@ -179,4 +181,13 @@ def _refund_create(*, payment_id: int, amount, reason: str, actor, internal_note
     # The threshold counts everything refunded on this payment, so splitting a refund cannot dodge approval.
     if payment.refunded_amount + amount <= settings.REFUND_APPROVAL_THRESHOLD:
         refund_auto_approve(refund, actor=actor, source=source)
+    # One record for the request, the approval it may have carried included (status and approved_by).
+    audit_record(
+        action=AuditAction.REFUND_REQUESTED,
+        actor=actor,
+        obj=refund,
+        changes=changes_between({}, field_values(refund, REFUND_AUDIT_FIELDS)),
+        reason=reason,
+        data={"payment": payment.pk},
+    )
     return refund

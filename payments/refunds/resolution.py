@@ -2,10 +2,13 @@
 
 from django.db import transaction
 
+from audit.models import AuditAction
+from audit.services import audit_record, changes_between, field_values
 from payments.daraja.results import clean_receipt_number
 from payments.exceptions import IllegalTransition, RefundInvalid, RefundPermissionDenied
 from payments.models import EventSource, Refund, RefundEventKind, RefundStatus
 from payments.permissions import require_perm
+from payments.refunds.approval import REFUND_AUDIT_FIELDS
 from payments.refunds.outcome import refund_succeed
 from payments.state import lock_payment_and_refund, refund_transition
 
@@ -35,6 +38,7 @@ def refund_resolve(*, refund_id: int, actor, succeeded: bool, note: str, transac
     payment, refund = lock_payment_and_refund(refund_id)
     if refund.status != RefundStatus.UNKNOWN:
         raise IllegalTransition("Only refunds whose outcome is unknown can be resolved by hand.")
+    before = field_values(refund, REFUND_AUDIT_FIELDS)
     data = {"note": note, "TransactionID": receipt}
     if succeeded:
         refund_succeed(
@@ -58,4 +62,12 @@ def refund_resolve(*, refund_id: int, actor, succeeded: bool, note: str, transac
             message=f"Resolved by staff as not paid out: {note}",
             result_desc=note[:512],
         )
+    audit_record(
+        action=AuditAction.REFUND_RESOLVED,
+        actor=actor,
+        obj=refund,
+        changes=changes_between(before, field_values(refund, REFUND_AUDIT_FIELDS)),
+        reason=note,
+        data={"paid_out": succeeded, "payment_refunded_amount": str(payment.refunded_amount)},
+    )
     return refund

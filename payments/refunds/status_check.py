@@ -7,6 +7,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from audit.models import AuditAction
+from audit.services import audit_record, changes_between, field_values
 from payments import inbox as inbox_module
 from payments.callback_urls import queue_timeout_url, result_url
 from payments.daraja.async_results import INVALID_ORIGINAL_TRANSACTION, AsyncResult
@@ -23,6 +25,7 @@ from payments.models import (
     RefundMethod,
     RefundStatus,
 )
+from payments.refunds.approval import REFUND_AUDIT_FIELDS
 from payments.refunds.outcome import refund_succeed, result_summary
 from payments.state import event_record, lock_inbox, lock_payment_and_refund, lock_refund, refund_transition
 
@@ -85,6 +88,7 @@ def refund_check_status(
     except (DarajaError, SecurityCredentialError, ValueError) as exc:
         with transaction.atomic():
             refund = lock_refund(refund_id)
+            before = field_values(refund, REFUND_AUDIT_FIELDS)
             event_record(
                 refund,
                 kind=RefundEventKind.STATUS_QUERY_FAILED,
@@ -93,9 +97,16 @@ def refund_check_status(
                 message=getattr(exc, "message", str(exc)),
                 data={"query": query, "errorCode": getattr(exc, "error_code", "")},
             )
+            _audit_check(
+                refund,
+                actor=actor,
+                before=before,
+                data={"query": query, "unanswered": getattr(exc, "message", str(exc))},
+            )
         return refund
     with transaction.atomic():
         refund = lock_refund(refund_id)
+        before = field_values(refund, REFUND_AUDIT_FIELDS)
         refund.status_query_originator_id = accepted.originator_conversation_id
         refund.status_query_conversation_id = accepted.conversation_id
         refund.save(
@@ -114,11 +125,26 @@ def refund_check_status(
                 "ConversationID": accepted.conversation_id,
             },
         )
+        _audit_check(refund, actor=actor, before=before, data={"query": query})
     inbox_module.inbox_reprocess_unmatched(
         kinds=inbox_module.ASYNC_KINDS,
         correlation_ids=[accepted.originator_conversation_id, accepted.conversation_id],
     )
     return Refund.objects.get(pk=refund_id)
+
+
+def _audit_check(refund: Refund, *, actor, before: dict, data: dict) -> None:
+    """A person asked Transaction Status now (the sweeper's questions are only refund events). Its answer
+    comes later to ResultURL and is the system's."""
+    if actor is None:
+        return
+    audit_record(
+        action=AuditAction.REFUND_QUERIED,
+        actor=actor,
+        obj=refund,
+        changes=changes_between(before, field_values(refund, REFUND_AUDIT_FIELDS)),
+        data=data,
+    )
 
 
 def refund_check_enqueue(*, refund_id: int) -> None:

@@ -6,6 +6,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from audit.models import AuditAction
+from audit.services import audit_record, changes_between, field_values
 from payments import inbox as inbox_module
 from payments.callback_urls import queue_timeout_url, result_url
 from payments.daraja.async_results import AsyncAccepted
@@ -15,6 +17,7 @@ from payments.daraja.security import SecurityCredentialError
 from payments.exceptions import IllegalTransition, RefundPermissionDenied
 from payments.models import EventSource, Refund, RefundEventKind, RefundMethod, RefundStatus
 from payments.permissions import require_perm
+from payments.refunds.approval import REFUND_AUDIT_FIELDS
 from payments.refunds.lifecycle import REFUNDABLE_PAYMENT_STATUSES, refundable_amount
 from payments.state import event_record, lock_payment_and_refund, lock_refund, refund_transition
 
@@ -86,6 +89,7 @@ def refund_resend_reversal(*, refund_id: int, actor) -> Refund:
         problem = _still_fits(payment, refund)
         if problem:
             raise IllegalTransition(f"This reversal no longer fits ({problem}); resolve it by hand.")
+        before = field_values(refund, REFUND_AUDIT_FIELDS)
         refund_transition(
             refund,
             RefundStatus.SUBMITTING,
@@ -93,6 +97,17 @@ def refund_resend_reversal(*, refund_id: int, actor) -> Refund:
             source=EventSource.ADMIN,
             actor=actor,
             message="Re-sent by staff; a reversal that already ran is answered R000001 (already reversed).",
+            data={
+                "previous_OriginatorConversationID": refund.originator_conversation_id,
+                "previous_ConversationID": refund.conversation_id,
+            },
+        )
+        # Recorded as sent again before it is sent; what Daraja answers is the system's (refund events).
+        audit_record(
+            action=AuditAction.REFUND_RESENT,
+            actor=actor,
+            obj=refund,
+            changes=changes_between(before, field_values(refund, REFUND_AUDIT_FIELDS)),
             data={
                 "previous_OriginatorConversationID": refund.originator_conversation_id,
                 "previous_ConversationID": refund.conversation_id,

@@ -7,6 +7,8 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from audit.models import AuditAction
+from audit.services import audit_record, changes_between, field_values
 from payments import inbox
 from payments.callback_urls import stk_callback_url
 from payments.daraja.client import get_client, mpesa_amount
@@ -37,6 +39,7 @@ from payments.models import (
 )
 from payments.permissions import require_perm, require_perm_or_owner
 from payments.selectors import payment_retry_blocker
+from payments.services.results import PAYMENT_AUDIT_FIELDS
 from payments.state import (
     event_record,
     lock_order,
@@ -215,6 +218,14 @@ def _retry_attempt_create(*, payment_id: int, phone: str | None, source: str, ac
     event_record(
         failed, kind=EventKind.NOTE, source=source, actor=actor, message=f"Retried as payment #{new.pk}"
     )
+    if actor is not None:  # staff, or the storefront's token for its own order; not the system
+        audit_record(
+            action=AuditAction.PAYMENT_RETRIED,
+            actor=actor,
+            obj=new,
+            changes=changes_between({}, field_values(new, ("method", "amount", "status"))),
+            data={"retry_of": failed.pk, "order": failed.order_id, "phone": new.masked_phone},
+        )
     return new
 
 
@@ -233,6 +244,7 @@ def payment_mark_collected(*, payment_id: int, actor, note: str = "") -> Payment
     payment = lock_payment(payment_id)
     if payment.status != PaymentStatus.PENDING_DELIVERY:
         raise IllegalTransition("Only payments pending delivery can be marked as collected.")
+    before = field_values(payment, PAYMENT_AUDIT_FIELDS)
     payment_transition(
         payment,
         PaymentStatus.COMPLETED,
@@ -241,6 +253,13 @@ def payment_mark_collected(*, payment_id: int, actor, note: str = "") -> Payment
         actor=actor,
         message=note or "Cash collected on delivery",
         paid_amount=payment.amount,
+    )
+    audit_record(
+        action=AuditAction.CASH_COLLECTED,
+        actor=actor,
+        obj=payment,
+        changes=changes_between(before, field_values(payment, PAYMENT_AUDIT_FIELDS)),
+        reason=note,
     )
     return payment
 
@@ -259,6 +278,7 @@ def payment_mark_not_collected(*, payment_id: int, actor, reason: str) -> Paymen
     payment = lock_payment(payment_id)
     if payment.status != PaymentStatus.PENDING_DELIVERY:
         raise IllegalTransition("Only payments pending delivery can be marked as not collected.")
+    before = field_values(payment, PAYMENT_AUDIT_FIELDS)
     payment_transition(
         payment,
         PaymentStatus.FAILED,
@@ -267,5 +287,12 @@ def payment_mark_not_collected(*, payment_id: int, actor, reason: str) -> Paymen
         actor=actor,
         message=f"Cash not collected: {reason}",
         result_desc=f"Cash not collected: {reason}"[:512],
+    )
+    audit_record(
+        action=AuditAction.CASH_NOT_COLLECTED,
+        actor=actor,
+        obj=payment,
+        changes=changes_between(before, field_values(payment, PAYMENT_AUDIT_FIELDS)),
+        reason=reason,
     )
     return payment

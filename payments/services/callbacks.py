@@ -2,6 +2,8 @@
 
 from django.db import transaction
 
+from audit.models import AuditAction
+from audit.services import audit_record, changes_between, field_values
 from payments.daraja.results import StkResult
 from payments.exceptions import IllegalTransition, PaymentInvalid, PaymentNotFound
 from payments.inbox import inbox_process, stk_result_of
@@ -16,7 +18,7 @@ from payments.models import (
 )
 from payments.permissions import require_perm
 from payments.services.queries import payment_query_requested
-from payments.services.results import payment_apply_result
+from payments.services.results import PAYMENT_AUDIT_FIELDS, payment_apply_result
 from payments.state import event_record, lock_inbox, lock_payment
 
 STK_KINDS = (InboxKind.STK_CALLBACK, InboxKind.STK_CALLBACK_LEGACY)
@@ -80,6 +82,7 @@ def callback_attach(*, inbox_id: int, payment_id: int, actor, note: str = "") ->
             PaymentStatus.NEEDS_REVIEW,
         ):
             raise IllegalTransition(f"A {payment.get_status_display().lower()} payment takes no callback.")
+        before = field_values(payment, PAYMENT_AUDIT_FIELDS)
         payment.checkout_request_id = result.checkout_request_id
         payment.merchant_request_id = payment.merchant_request_id or result.merchant_request_id
         payment.save(update_fields=["checkout_request_id", "merchant_request_id", "updated_at"])
@@ -91,6 +94,15 @@ def callback_attach(*, inbox_id: int, payment_id: int, actor, note: str = "") ->
             inbox=stored,
             message=f"Callback inbox #{stored.pk} attached" + (f": {note}" if note else ""),
             data={"CheckoutRequestID": result.checkout_request_id, "note": note},
+        )
+        # The callback is applied next, as Daraja's word, in its own transaction (its events say what it did).
+        audit_record(
+            action=AuditAction.CALLBACK_ATTACHED,
+            actor=actor,
+            obj=payment,
+            changes=changes_between(before, field_values(payment, PAYMENT_AUDIT_FIELDS)),
+            reason=note,
+            data={"inbox": stored.pk, "kind": stored.kind},
         )
     inbox_process(inbox_id=inbox_id)
     return Payment.objects.get(pk=payment_id)

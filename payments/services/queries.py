@@ -6,6 +6,8 @@ from functools import partial
 from django.core.cache import cache
 from django.db import transaction
 
+from audit.models import AuditAction
+from audit.services import audit_record, changes_between, field_values
 from payments.daraja.client import get_client
 from payments.daraja.errors import DarajaError
 from payments.exceptions import PaymentNotFound
@@ -19,7 +21,7 @@ from payments.models import (
     PaymentStatus,
 )
 from payments.permissions import require_perm_or_owner
-from payments.services.results import payment_apply_result
+from payments.services.results import PAYMENT_AUDIT_FIELDS, payment_apply_result
 from payments.state import event_record, lock_inbox, lock_payment
 
 logger = logging.getLogger(__name__)
@@ -54,6 +56,7 @@ def payment_query_status(*, payment_id: int, source: str = EventSource.QUERY, ac
     if answer.pending:
         with transaction.atomic():
             payment = lock_payment(payment_id)
+            before = field_values(payment, PAYMENT_AUDIT_FIELDS)
             payment.query_count += 1
             payment.query_failing = False
             payment.save(update_fields=["query_count", "query_failing", "updated_at"])
@@ -64,22 +67,47 @@ def payment_query_status(*, payment_id: int, source: str = EventSource.QUERY, ac
                 actor=actor,
                 message="The transaction is being processed",
             )
+            _audit_query(payment, actor=actor, before=before, answer={"pending": True})
         return payment
-    payment = payment_apply_result(
-        checkout_request_id=payment.checkout_request_id,
-        result=answer.as_result(payment.checkout_request_id),
-        source=source,
-        actor=actor,
-    )
-    if payment.query_failing:
-        Payment.objects.filter(pk=payment.pk).update(query_failing=False)
-        payment.query_failing = False
+    with transaction.atomic():
+        # Locked first (as payment_apply_result does) only to read what a person's question changed.
+        before = field_values(lock_payment(payment_id), PAYMENT_AUDIT_FIELDS) if actor is not None else {}
+        payment = payment_apply_result(
+            checkout_request_id=payment.checkout_request_id,
+            result=answer.as_result(payment.checkout_request_id),
+            source=source,
+            actor=actor,
+        )
+        if payment.query_failing:
+            Payment.objects.filter(pk=payment.pk).update(query_failing=False)
+            payment.query_failing = False
+        _audit_query(
+            payment,
+            actor=actor,
+            before=before,
+            answer={"ResultCode": answer.result_code, "ResultDesc": answer.result_desc},
+        )
     return payment
+
+
+def _audit_query(payment: Payment, *, actor, before: dict, answer: dict) -> None:
+    """A person asked M-Pesa now (staff, or the storefront's token for its own order); the sweeper is not
+    recorded here. Asking is the action: it is recorded even when the answer changed nothing."""
+    if actor is None:
+        return
+    audit_record(
+        action=AuditAction.PAYMENT_QUERIED,
+        actor=actor,
+        obj=payment,
+        changes=changes_between(before, field_values(payment, PAYMENT_AUDIT_FIELDS)),
+        data=answer,
+    )
 
 
 @transaction.atomic
 def _query_unanswered(payment_id: int, *, source: str, actor, error: DarajaError) -> Payment:
     payment = lock_payment(payment_id)
+    before = field_values(payment, PAYMENT_AUDIT_FIELDS)
     payment.query_count += 1
     payment.query_failing = payment.status in (PaymentStatus.PENDING, PaymentStatus.INITIATED)
     payment.save(update_fields=["query_count", "query_failing", "updated_at"])
@@ -90,6 +118,12 @@ def _query_unanswered(payment_id: int, *, source: str, actor, error: DarajaError
         actor=actor,
         message=error.message,
         data={"errorCode": error.error_code, "httpStatus": error.http_status},
+    )
+    _audit_query(
+        payment,
+        actor=actor,
+        before=before,
+        answer={"unanswered": error.message, "errorCode": error.error_code},
     )
     return payment
 

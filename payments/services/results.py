@@ -7,6 +7,8 @@ we asked for. A receipt comes from a callback on the secret URL, from staff, or 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from audit.models import AuditAction
+from audit.services import audit_record, changes_between, field_values
 from payments.daraja.codes import meaning_of
 from payments.daraja.results import StkResult, clean_receipt_number
 from payments.exceptions import IllegalTransition, PaymentInvalid, PaymentNotFound, ReceiptInUse
@@ -23,6 +25,21 @@ from payments.models import (
 )
 from payments.permissions import require_perm
 from payments.state import event_record, lock_inbox, payment_transition
+
+# What a person's action on a payment may change; its audit record keeps the before/after of those that did.
+PAYMENT_AUDIT_FIELDS = (
+    "status",
+    "paid_amount",
+    "mpesa_receipt_number",
+    "receipt_pending",
+    "checkout_request_id",
+    "merchant_request_id",
+    "result_code",
+    "result_desc",
+    "review_reason",
+    "refunded_amount",
+    "query_failing",
+)
 
 
 def _awaits_result(payment: Payment) -> bool:
@@ -253,6 +270,7 @@ def payment_receipt_enter(*, payment_id: int, actor, receipt: str, note: str = "
         raise PaymentNotFound("No such payment.")
     if payment.status not in PAID_STATUSES or not payment.receipt_pending:
         raise IllegalTransition("Only completed payments still waiting for their receipt take one.")
+    before = field_values(payment, PAYMENT_AUDIT_FIELDS)
     receipt_assign(payment, receipt_number)
     payment.receipt_pending = False
     payment.save(update_fields=["receipt_pending", "updated_at"])
@@ -263,6 +281,13 @@ def payment_receipt_enter(*, payment_id: int, actor, receipt: str, note: str = "
         actor=actor,
         message=f"Receipt {receipt_number} entered" + (f": {note}" if note else ""),
         data={"MpesaReceiptNumber": receipt_number, "note": note},
+    )
+    audit_record(
+        action=AuditAction.RECEIPT_ENTERED,
+        actor=actor,
+        obj=payment,
+        changes=changes_between(before, field_values(payment, PAYMENT_AUDIT_FIELDS)),
+        reason=note,
     )
     return payment
 

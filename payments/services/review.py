@@ -2,11 +2,13 @@
 
 from django.db import IntegrityError, transaction
 
+from audit.models import AuditAction
+from audit.services import audit_record, changes_between, field_values
 from payments.daraja.results import clean_receipt_number
 from payments.exceptions import IllegalTransition, PaymentInvalid, ReceiptInUse
 from payments.models import EventKind, EventSource, Payment, PaymentStatus
 from payments.permissions import require_perm
-from payments.services.results import receipt_assign
+from payments.services.results import PAYMENT_AUDIT_FIELDS, receipt_assign
 from payments.state import lock_payment, payment_transition
 
 
@@ -35,6 +37,7 @@ def payment_review_resolve(
     payment = lock_payment(payment_id)
     if payment.status != PaymentStatus.NEEDS_REVIEW:
         raise IllegalTransition("Only payments under review can be resolved.")
+    before = field_values(payment, PAYMENT_AUDIT_FIELDS)
     record = {
         "kind": EventKind.REVIEW_RESOLVED,
         "source": EventSource.ADMIN,
@@ -43,6 +46,7 @@ def payment_review_resolve(
     }
     if outcome == ReviewOutcome.NOT_PAID:
         payment_transition(payment, PaymentStatus.FAILED, message=f"Resolved as not paid: {note}", **record)
+        _audit_resolved(payment, actor=actor, before=before, data=record["data"])
         return payment
     receipt_number = clean_receipt_number(receipt or "") if receipt else payment.mpesa_receipt_number or ""
     if not receipt_number:
@@ -68,4 +72,16 @@ def payment_review_resolve(
             )
     except IntegrityError as exc:
         raise ReceiptInUse(f"Receipt {receipt_number} belongs to another payment.", field="receipt") from exc
+    _audit_resolved(payment, actor=actor, before=before, data=record["data"])
     return payment
+
+
+def _audit_resolved(payment: Payment, *, actor, before: dict, data: dict) -> None:
+    audit_record(
+        action=AuditAction.REVIEW_RESOLVED,
+        actor=actor,
+        obj=payment,
+        changes=changes_between(before, field_values(payment, PAYMENT_AUDIT_FIELDS)),
+        reason=data["note"],
+        data={"outcome": data["outcome"], "review_reason": data["review_reason"]},
+    )

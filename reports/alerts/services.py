@@ -23,6 +23,8 @@ from django.db import IntegrityError, transaction
 from django.urls import reverse
 from django.utils import timezone
 
+from audit.models import AuditAction
+from audit.services import audit_record, changes_between, field_values
 from common.phone import InvalidPhoneNumber, normalize_msisdn
 from notifications.context import alert_context
 from notifications.models import Channel, Notification, NotificationEvent
@@ -36,6 +38,8 @@ logger = logging.getLogger(__name__)
 
 ACKNOWLEDGE_PERMISSION = "reports.acknowledge_alert"
 RESOLVE_PERMISSION = "reports.resolve_alert"
+# What staff change on an alert; their audit record keeps the before/after of these.
+ALERT_AUDIT_FIELDS = ("status", "acknowledged_by", "resolved_by", "resolution_note")
 DEDUPE_KEY_MAX = 200
 
 
@@ -211,10 +215,17 @@ def alert_acknowledge(*, alert_id: int, actor) -> Alert:
             raise AlertError(f"Alert #{alert.pk} is already acknowledged by {who}.")
         if alert.status != AlertStatus.OPEN:
             raise AlertError(f"Alert #{alert.pk} is {alert.get_status_display().lower()}.")
+        before = field_values(alert, ALERT_AUDIT_FIELDS)
         alert.status = AlertStatus.ACKNOWLEDGED
         alert.acknowledged_at = timezone.now()
         alert.acknowledged_by = actor
         alert.save(update_fields=["status", "acknowledged_at", "acknowledged_by"])
+        audit_record(
+            action=AuditAction.ALERT_ACKNOWLEDGED,
+            actor=actor,
+            obj=alert,
+            changes=changes_between(before, field_values(alert, ALERT_AUDIT_FIELDS)),
+        )
     logger.info("Alert #%s acknowledged by %s", alert.pk, actor.get_username())
     return alert
 
@@ -232,7 +243,15 @@ def alert_resolve(*, alert_id: int, actor, note: str) -> Alert:
             raise AlertError(f"There is no alert #{alert_id}.")
         if alert.status not in ALERT_ACTIVE_STATUSES:
             raise AlertError(f"Alert #{alert.pk} is already resolved.")
+        before = field_values(alert, ALERT_AUDIT_FIELDS)
         _resolve(alert, now=timezone.now(), actor=actor, note=f"Resolved by {actor.get_username()}: {note}")
+        audit_record(
+            action=AuditAction.ALERT_RESOLVED,
+            actor=actor,
+            obj=alert,
+            changes=changes_between(before, field_values(alert, ALERT_AUDIT_FIELDS)),
+            reason=note,
+        )
     return alert
 
 

@@ -40,6 +40,7 @@ class Command(BaseCommand):
                 staff=staff,
                 scopes=scopes or [ApiScope.ORDERS],
                 expires_days=expires_days,
+                issued_by="manage.py issue_api_token",
             )
         except ApiTokenInvalid as exc:
             raise CommandError(exc.message) from exc
