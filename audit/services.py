@@ -10,9 +10,6 @@ from django.db import models
 from audit.context import current
 from audit.models import AuditAction, AuditEntry
 
-# Values are stored as JSON; these become strings so that before/after read as the admin shows them.
-_AS_TEXT = (Decimal,)
-
 
 def field_values(instance: models.Model, fields: Iterable[str]) -> dict[str, Any]:
     """The current values of some fields of a row (attnames for foreign keys: the id, not a query)."""
@@ -20,7 +17,13 @@ def field_values(instance: models.Model, fields: Iterable[str]) -> dict[str, Any
     for name in fields:
         field = instance._meta.get_field(name)
         value = getattr(instance, field.attname)
-        values[name] = str(value) if isinstance(value, _AS_TEXT) else value
+        if isinstance(value, int | float) and isinstance(field, models.DecimalField):
+            value = Decimal(value)
+        if isinstance(value, Decimal):
+            # Money reads as the admin shows it, whether it came from the database ("10.00") or a form ("10").
+            places = getattr(field, "decimal_places", None)
+            value = str(value.quantize(Decimal(1).scaleb(-places)) if places is not None else value)
+        values[name] = value
     return values
 
 
