@@ -425,6 +425,15 @@ SIMULATOR_CALLBACK_DELAY = env.float("SIMULATOR_CALLBACK_DELAY", default=3.0)
 # Figures people look at (dashboard, reports API) are at most this many seconds old; 0 computes every time.
 REPORTS_CACHE_SECONDS = env.int("REPORTS_CACHE_SECONDS", default=60)
 
+# --- List exports (exports app) -------------------------------------------------------------------
+# An export of at most this many rows is written at once and downloads from the dialog; a longer one is
+# written by a task and listed under Exports when ready. Files are kept EXPORT_RETENTION_HOURS under
+# MEDIA_ROOT/exports/ (served only to their requester, by a POST that is audited), then deleted.
+EXPORT_SYNC_MAX_ROWS = env.int("EXPORT_SYNC_MAX_ROWS", default=50_000)
+EXPORT_RETENTION_HOURS = env.int("EXPORT_RETENTION_HOURS", default=24)
+# Seconds an export task may run (a million rows as XLSX takes minutes, not Q_CLUSTER's 60 s).
+EXPORT_TASK_TIMEOUT = env.int("EXPORT_TASK_TIMEOUT", default=1800)
+
 # --- Admin (django-unfold) ----------------------------------------------------------------------
 UNFOLD = {
     "SITE_TITLE": "M-Pesa Back Office",
@@ -462,6 +471,12 @@ UNFOLD = {
                         "title": "Report runs",
                         "icon": "outgoing_mail",
                         "link": reverse_lazy("admin:reports_reportrun_changelist"),
+                    },
+                    {
+                        "title": "Exports",
+                        "icon": "download",
+                        "link": reverse_lazy("admin:exports_export_changelist"),
+                        "permission": "exports.admin.can_see_exports",
                     },
                 ],
             },

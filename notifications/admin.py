@@ -7,6 +7,8 @@ from unfold.decorators import action, display
 
 from audit.admin import AuditTimelineMixin
 from common.admin import ContactMaskingMixin, confirm_dialog, dialog_redirect
+from exports.admin import ExportListMixin
+from exports.columns import ExportColumn
 from notifications import services
 from notifications.context import CONTEXT_DOCS
 from notifications.exceptions import NotificationError
@@ -33,6 +35,24 @@ STATUS_COLOURS = {
     NS.UNKNOWN: "warning",
 }
 
+# The columns of the exported list (exports.columns). The recipient is a phone number or an email address.
+NOTIFICATION_EXPORT_COLUMNS = (
+    ExportColumn("Notification ID", "id", "number"),
+    ExportColumn("Created (Nairobi)", "created_at", "datetime"),
+    ExportColumn("Event", "event", "label"),
+    ExportColumn("Channel", "channel", "label"),
+    ExportColumn("Recipient", "recipient", "contact"),
+    ExportColumn("Status", "status", "label"),
+    ExportColumn("Attempts", "attempts", "number"),
+    ExportColumn("Order reference", "order__reference"),
+    ExportColumn("Provider", "provider"),
+    ExportColumn("Provider message ID", "provider_message_id"),
+    ExportColumn("Cost", "cost", "money"),
+    ExportColumn("Sent (Nairobi)", "sent_at", "datetime"),
+    ExportColumn("Delivered (Nairobi)", "delivered_at", "datetime"),
+    ExportColumn("Last error", "last_error", width=32),
+)
+
 
 class NotificationAttemptInline(TabularInline):
     model = NotificationAttempt
@@ -49,7 +69,7 @@ class NotificationAttemptInline(TabularInline):
 
 
 @admin.register(Notification)
-class NotificationAdmin(AuditTimelineMixin, ContactMaskingMixin, ModelAdmin):
+class NotificationAdmin(ExportListMixin, AuditTimelineMixin, ContactMaskingMixin, ModelAdmin):
     masked_contacts = {"recipient_masked": "recipient"}
     list_display = [
         "id",
@@ -73,6 +93,7 @@ class NotificationAdmin(AuditTimelineMixin, ContactMaskingMixin, ModelAdmin):
     search_fields = ["order__reference", "recipient", "payment__mpesa_receipt_number", "provider_message_id"]
     list_select_related = ["order"]
     show_full_result_count = False
+    export_columns = NOTIFICATION_EXPORT_COLUMNS
     inlines = [NotificationAttemptInline]
     actions = ["resend_selected"]
     actions_detail = ["resend"]

@@ -1,5 +1,6 @@
 from django import forms
 from django.contrib import admin, messages
+from django.db.models import OuterRef, Subquery
 from django.shortcuts import render
 from django.urls import reverse
 from unfold.admin import ModelAdmin, TabularInline
@@ -12,17 +13,43 @@ from audit.admin import AuditTimelineMixin
 from common.admin import ContactMaskingMixin, confirm_dialog, dialog_redirect
 from common.masking import mask_email
 from common.phone import mask_msisdn
+from exports.admin import ExportListMixin
+from exports.columns import ExportColumn
 from orders.exceptions import OrderError
 from orders.models import Customer, Order, OrderItem, OrderStatus, Product
 from orders.services import order_cancel
 from payments.admin import STATUS_COLOURS
-from payments.models import Payment
+from payments.models import Payment, PaymentMethod, PaymentStatus
 
 ORDER_COLOURS = {
     OrderStatus.PENDING: "info",
     OrderStatus.CONFIRMED: "success",
     OrderStatus.CANCELLED: "danger",
 }
+
+# The columns of the exported list (exports.columns).
+ORDER_EXPORT_COLUMNS = (
+    ExportColumn("Reference", "reference"),
+    ExportColumn("Status", "status", "label"),
+    ExportColumn("Contact name", "contact_name"),
+    ExportColumn("Contact phone", "contact_phone", "phone"),
+    ExportColumn("Contact email", "contact_email", "email"),
+    ExportColumn("Payment method", "payment_method", "label", choices=PaymentMethod.choices),
+    ExportColumn("Total (KES)", "total", "money"),
+    ExportColumn(
+        "Latest payment",
+        "latest_payment_status",
+        "label",
+        choices=PaymentStatus.choices,
+        expression=Subquery(
+            Payment.objects.filter(order=OuterRef("pk")).order_by("-created_at", "-id").values("status")[:1]
+        ),
+    ),
+    ExportColumn("Created (Nairobi)", "created_at", "datetime"),
+    ExportColumn("Confirmed (Nairobi)", "confirmed_at", "datetime"),
+    ExportColumn("Cancelled (Nairobi)", "cancelled_at", "datetime"),
+    ExportColumn("Cancel reason", "cancel_reason", width=32),
+)
 
 
 @admin.register(Product)
@@ -89,7 +116,7 @@ class CancelOrderForm(BaseDialogForm):
 
 
 @admin.register(Order)
-class OrderAdmin(AuditTimelineMixin, ContactMaskingMixin, ModelAdmin):
+class OrderAdmin(ExportListMixin, AuditTimelineMixin, ContactMaskingMixin, ModelAdmin):
     masked_contacts = {
         "masked_contact_phone": "contact_phone",
         "masked_contact_email": "contact_email",
@@ -124,6 +151,7 @@ class OrderAdmin(AuditTimelineMixin, ContactMaskingMixin, ModelAdmin):
         "payments__mpesa_receipt_number",
     ]
     list_select_related = ["customer"]
+    export_columns = ORDER_EXPORT_COLUMNS
     inlines = [OrderItemInline, PaymentInline]
     show_full_result_count = False
     readonly_fields = [

@@ -14,6 +14,8 @@ from unfold.decorators import action, display
 
 from audit.admin import AuditTimelineMixin
 from common.admin import ContactMaskingMixin, NoteForm, confirm_dialog, dialog_redirect, phones_masked
+from exports.admin import ExportListMixin
+from exports.columns import ExportColumn
 from payments import inbox as inbox_service
 from payments import refunds, services
 from payments.exceptions import PaymentError
@@ -69,6 +71,45 @@ INBOX_COLOURS = {
 
 # Pages whose fields are all read-only: no Save buttons (changes go through the actions).
 READ_ONLY_FORM = {"show_save": False, "show_save_and_continue": False, "show_save_and_add_another": False}
+
+# The columns of the exported lists (exports.columns): what the list shows, plus what finance reconciles with.
+PAYMENT_EXPORT_COLUMNS = (
+    ExportColumn("Payment ID", "id", "number"),
+    ExportColumn("Order reference", "order__reference"),
+    ExportColumn("Method", "method", "label"),
+    ExportColumn("Status", "status", "label"),
+    ExportColumn("Amount (KES)", "amount", "money"),
+    ExportColumn("Paid (KES)", "paid_amount", "money"),
+    ExportColumn("Refunded (KES)", "refunded_amount", "money"),
+    ExportColumn("Phone", "phone", "phone"),
+    ExportColumn("M-Pesa receipt", "mpesa_receipt_number"),
+    ExportColumn("Result code", "result_code"),
+    ExportColumn("Result description", "result_desc", width=32),
+    ExportColumn("Failure class", "failure_class", "label"),
+    ExportColumn("Review reason", "review_reason", "label"),
+    ExportColumn("Settled by", "settled_by", "label"),
+    ExportColumn("Created (Nairobi)", "created_at", "datetime"),
+    ExportColumn("Completed (Nairobi)", "completed_at", "datetime"),
+    ExportColumn("Failed (Nairobi)", "failed_at", "datetime"),
+)
+REFUND_EXPORT_COLUMNS = (
+    ExportColumn("Refund ID", "id", "number"),
+    ExportColumn("Payment ID", "payment_id", "number"),
+    ExportColumn("Order reference", "payment__order__reference"),
+    ExportColumn("Status", "status", "label"),
+    ExportColumn("Method", "method", "label"),
+    ExportColumn("Amount (KES)", "amount", "money"),
+    ExportColumn("Reason", "reason", width=32),
+    ExportColumn("Phone", "payment__phone", "phone"),
+    ExportColumn("Original receipt", "original_receipt"),
+    ExportColumn("Refund receipt", "transaction_id"),
+    ExportColumn("Result code", "result_code"),
+    ExportColumn("Result description", "result_desc", width=32),
+    ExportColumn("Requested by", "requested_by__username"),
+    ExportColumn("Approved by", "approved_by__username"),
+    ExportColumn("Created (Nairobi)", "created_at", "datetime"),
+    ExportColumn("Completed (Nairobi)", "completed_at", "datetime"),
+)
 
 
 class ReadOnlyAdminMixin:
@@ -129,7 +170,7 @@ class ReceiptPendingFilter(admin.SimpleListFilter):
 
 
 @admin.register(Payment)
-class PaymentAdmin(AuditTimelineMixin, ContactMaskingMixin, ModelAdmin):
+class PaymentAdmin(ExportListMixin, AuditTimelineMixin, ContactMaskingMixin, ModelAdmin):
     masked_contacts = {"masked_phone": "phone"}
 
     def audit_subjects(self, obj):
@@ -161,6 +202,7 @@ class PaymentAdmin(AuditTimelineMixin, ContactMaskingMixin, ModelAdmin):
     search_help_text = "A phone number, M-Pesa receipt, order reference or CheckoutRequestID."
     list_select_related = ["order"]
     show_full_result_count = False  # one count of the filtered list, not a second of the whole table
+    export_columns = PAYMENT_EXPORT_COLUMNS
     inlines = [PaymentEventInline, RefundInline]
     actions_detail = [
         "query_now",
@@ -655,7 +697,7 @@ class RefundEventInline(ReadOnlyAdminMixin, TabularInline):
 
 
 @admin.register(Refund)
-class RefundAdmin(AuditTimelineMixin, ModelAdmin):
+class RefundAdmin(ExportListMixin, AuditTimelineMixin, ModelAdmin):
     """Refunds are requested from the payment page; here they are approved, watched and settled."""
 
     def audit_subjects(self, obj):
@@ -687,6 +729,7 @@ class RefundAdmin(AuditTimelineMixin, ModelAdmin):
         "payment__order__reference",
     ]
     list_select_related = ["payment", "requested_by", "approved_by"]
+    export_columns = REFUND_EXPORT_COLUMNS
     inlines = [RefundEventInline]
     actions_detail = ["approve", "reject", "check_status", "resend_reversal", "resolve"]
     fieldsets = [
