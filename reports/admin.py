@@ -5,13 +5,11 @@ schedule in step in the same transaction. "Send now" is a dialog: a GET shows it
 """
 
 from django import forms
-from django.conf import settings
 from django.contrib import admin, messages
 from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
-from django_q.tasks import async_task
 from unfold.admin import ModelAdmin, TabularInline
 from unfold.contrib.filters.admin import ChoicesDropdownFilter, RangeDateTimeFilter, RelatedDropdownFilter
 from unfold.decorators import action, display
@@ -19,14 +17,14 @@ from unfold.decorators import action, display
 from common.admin import confirm_dialog, dialog_redirect
 from reports.alerts import admin as alerts_admin  # noqa: F401  (registers Alert and AlertRule)
 from reports.models import Frequency, ReportFile, ReportRun, ReportSubscription, RunStatus
-from reports.periods import NAIROBI, nairobi_today
+from reports.periods import NAIROBI
 from reports.permissions import can_see_figures
-from reports.report_periods import report_period
 from reports.report_services import (
     ReportSendError,
     parse_addresses,
     report_subscription_delete,
     report_subscription_save,
+    report_subscription_send_now,
     validate_addresses,
 )
 
@@ -160,20 +158,7 @@ class ReportSubscriptionAdmin(ModelAdmin):
         ),
     )
     def send_now(self, request, form, object_id):
-        subscription = ReportSubscription.objects.get(pk=object_id)
-        period = report_period(subscription.frequency, before=nairobi_today())
-        # After commit, in the task queue: a month's report can take minutes to build.
-        transaction.on_commit(
-            lambda: async_task(
-                "reports.tasks.report_send_now",
-                subscription.pk,
-                request.user.pk,
-                q_options={
-                    "timeout": settings.REPORT_TASK_TIMEOUT,
-                    "task_name": f"report-now-{subscription.pk}",
-                },
-            )
-        )
+        period = report_subscription_send_now(subscription_id=int(object_id), actor=request.user)
         messages.info(
             request, f"The report for {period.label} is being sent; see Report runs for the outcome."
         )

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.files import File
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
@@ -40,6 +40,7 @@ from reports.models import (
     RunTrigger,
 )
 from reports.periods import NAIROBI, Period, nairobi_today
+from reports.permissions import can_see_figures
 from reports.report_email import (
     ReportFileInfo,
     absolute_url,
@@ -155,6 +156,28 @@ def report_subscription_delete(*, subscription: ReportSubscription) -> None:
     if subscription.schedule_id:
         Schedule.objects.filter(pk=subscription.schedule_id).delete()
     subscription.delete()
+
+
+def report_subscription_send_now(*, subscription_id: int, actor) -> Period:
+    """Staff send a subscription's latest complete period now, once (the schedule is not changed). The
+    report is built by the task queue after commit: a month's report can take minutes."""
+    if not (
+        actor is not None and actor.has_perm("reports.change_reportsubscription") and can_see_figures(actor)
+    ):
+        raise PermissionDenied("You are not allowed to send reports.")
+    from django_q.tasks import async_task
+
+    subscription = ReportSubscription.objects.get(pk=subscription_id)
+    period = report_period(subscription.frequency, before=nairobi_today())
+    transaction.on_commit(
+        lambda: async_task(
+            "reports.tasks.report_send_now",
+            subscription.pk,
+            actor.pk,
+            q_options={"timeout": settings.REPORT_TASK_TIMEOUT, "task_name": f"report-now-{subscription.pk}"},
+        )
+    )
+    return period
 
 
 # --- recipients ---------------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ from payments.models import (
 )
 from reports.alerts.services import alert_acknowledge, alert_resolve
 from reports.models import Alert, AlertRule, ReportSubscription
-from reports.report_services import report_subscription_save
+from reports.report_services import report_subscription_save, report_subscription_send_now
 from tests.admin.test_no_change_on_get import CRAFTED, snapshot, world  # noqa: F401 (the fixture)
 from tests.payments.refunds_support import pay
 
@@ -437,6 +437,7 @@ def service_calls(scene):
         ("reports.acknowledge_alert", lambda u: alert_acknowledge(alert_id=s["alert"], actor=u)),
         ("reports.resolve_alert", lambda u: alert_resolve(alert_id=s["alert"], actor=u, note="Safaricom outage over")),
         ("backoffice.change_apitoken", lambda u: api_token_revoke(token_id=s["token"], actor=u)),
+        ("reports.change_reportsubscription", lambda u: report_subscription_send_now(subscription_id=s["subscription"], actor=u)),
     ]  # fmt: skip
 
 
