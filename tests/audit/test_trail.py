@@ -24,7 +24,9 @@ def role_user(django_user_model):
 
 @pytest.fixture
 def entry(db, admin_user):
-    return audit_record(action=AuditAction.REFUND_APPROVED, actor=admin_user, obj=admin_user, reason="checked")
+    return audit_record(
+        action=AuditAction.REFUND_APPROVED, actor=admin_user, obj=admin_user, reason="checked"
+    )
 
 
 def test_a_record_cannot_be_changed_or_deleted_through_the_models(entry):
@@ -54,7 +56,9 @@ def test_the_admin_offers_no_way_to_add_change_or_delete_a_record(entry, admin_c
     delete = reverse("admin:audit_auditentry_delete", args=[entry.pk])
     assert admin_client.post(delete, {"post": "yes"}).status_code == 403
     changelist = reverse("admin:audit_auditentry_changelist")
-    admin_client.post(changelist, {"action": "delete_selected", "_selected_action": [entry.pk], "post": "yes"})
+    admin_client.post(
+        changelist, {"action": "delete_selected", "_selected_action": [entry.pk], "post": "yes"}
+    )
     assert AuditEntry.objects.get(pk=entry.pk).reason == "checked"
 
 
@@ -120,7 +124,9 @@ def test_a_payment_page_shows_its_timeline_with_its_refunds_and_order(
     _order, payment = place_order()
     payment = pay(payment)
     audit_record(action=AuditAction.PAYMENT_QUERIED, actor=admin_user, obj=payment, reason="customer called")
-    audit_record(action=AuditAction.ORDER_CANCELLED, actor=admin_user, obj=payment.order, reason="on the order")
+    audit_record(
+        action=AuditAction.ORDER_CANCELLED, actor=admin_user, obj=payment.order, reason="on the order"
+    )
     audit_record(action=AuditAction.PAYMENT_QUERIED, actor=admin_user, obj=admin_user, reason="elsewhere")
 
     page = admin_client.get(reverse("admin:payments_payment_change", args=[payment.pk])).content.decode()
