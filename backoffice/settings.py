@@ -12,6 +12,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.urls import reverse_lazy
 from django.utils.text import format_lazy
 
+from backoffice.sidebar import may_view
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
 if (BASE_DIR / ".env").is_file():
@@ -456,27 +458,37 @@ UNFOLD = {
                         "badge": "reports.alerts.selectors.active_alerts_badge",
                         "badge_variant": "danger",
                         "badge_style": "solid",
+                        "permission": may_view("reports.alert"),
                     },
                     {
                         "title": "Alert rules",
                         "icon": "rule",
                         "link": reverse_lazy("admin:reports_alertrule_changelist"),
+                        "permission": may_view("reports.alertrule"),
                     },
                     {
                         "title": "Report subscriptions",
                         "icon": "schedule_send",
                         "link": reverse_lazy("admin:reports_reportsubscription_changelist"),
+                        "permission": may_view("reports.reportsubscription"),
                     },
                     {
                         "title": "Report runs",
                         "icon": "outgoing_mail",
                         "link": reverse_lazy("admin:reports_reportrun_changelist"),
+                        "permission": may_view("reports.reportrun"),
                     },
                     {
                         "title": "Exports",
                         "icon": "download",
                         "link": reverse_lazy("admin:exports_export_changelist"),
                         "permission": "exports.admin.can_see_exports",
+                    },
+                    {
+                        "title": "Audit trail",
+                        "icon": "policy",
+                        "link": reverse_lazy("admin:audit_auditentry_changelist"),
+                        "permission": may_view("audit.auditentry"),
                     },
                 ],
             },
@@ -488,16 +500,19 @@ UNFOLD = {
                         "title": "Orders",
                         "icon": "shopping_cart",
                         "link": reverse_lazy("admin:orders_order_changelist"),
+                        "permission": may_view("orders.order"),
                     },
                     {
                         "title": "Products",
                         "icon": "inventory_2",
                         "link": reverse_lazy("admin:orders_product_changelist"),
+                        "permission": may_view("orders.product"),
                     },
                     {
                         "title": "Customers",
                         "icon": "group",
                         "link": reverse_lazy("admin:orders_customer_changelist"),
+                        "permission": may_view("orders.customer"),
                     },
                 ],
             },
@@ -510,23 +525,27 @@ UNFOLD = {
                         "icon": "payments",
                         "link": reverse_lazy("admin:payments_payment_changelist"),
                         "badge": "payments.admin.needs_review_badge",
+                        "permission": may_view("payments.payment"),
                     },
                     {
                         "title": "Refunds",
                         "icon": "currency_exchange",
                         "link": reverse_lazy("admin:payments_refund_changelist"),
                         "badge": "payments.admin.refunds_attention_badge",
+                        "permission": may_view("payments.refund"),
                     },
                     {
                         "title": "Events",
                         "icon": "history",
                         "link": reverse_lazy("admin:payments_paymentevent_changelist"),
+                        "permission": may_view("payments.paymentevent"),
                     },
                     {
                         "title": "Callback inbox",
                         "icon": "inbox",
                         "link": reverse_lazy("admin:payments_callbackinbox_changelist"),
                         "badge": "payments.admin.inbox_attention_badge",
+                        "permission": may_view("payments.callbackinbox"),
                     },
                 ],
             },
@@ -538,16 +557,19 @@ UNFOLD = {
                         "title": "Messages",
                         "icon": "sms",
                         "link": reverse_lazy("admin:notifications_notification_changelist"),
+                        "permission": may_view("notifications.notification"),
                     },
                     {
                         "title": "Message templates",
                         "icon": "edit_note",
                         "link": reverse_lazy("admin:notifications_messagetemplate_changelist"),
+                        "permission": may_view("notifications.messagetemplate"),
                     },
                     {
                         "title": "Notification rules",
                         "icon": "toggle_on",
                         "link": reverse_lazy("admin:notifications_notificationrule_changelist"),
+                        "permission": may_view("notifications.notificationrule"),
                     },
                 ],
             },
@@ -559,17 +581,31 @@ UNFOLD = {
                         "title": "API tokens",
                         "icon": "key",
                         "link": reverse_lazy("admin:backoffice_apitoken_changelist"),
+                        "permission": may_view("backoffice.apitoken"),
                     },
-                    {"title": "Users", "icon": "person", "link": reverse_lazy("admin:auth_user_changelist")},
+                    {
+                        "title": "Users",
+                        "icon": "person",
+                        "link": reverse_lazy("admin:auth_user_changelist"),
+                        "permission": may_view("auth.user"),
+                    },
+                    {
+                        "title": "Roles",
+                        "icon": "badge",
+                        "link": reverse_lazy("admin:auth_group_changelist"),
+                        "permission": may_view("auth.group"),
+                    },
                     {
                         "title": "Schedules",
                         "icon": "schedule",
                         "link": reverse_lazy("admin:django_q_schedule_changelist"),
+                        "permission": may_view("django_q.schedule"),
                     },
                     {
                         "title": "Failed tasks",
                         "icon": "error",
                         "link": reverse_lazy("admin:django_q_failure_changelist"),
+                        "permission": may_view("django_q.failure"),
                     },
                     {
                         "title": "Sign-in lockouts",
