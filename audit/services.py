@@ -12,11 +12,14 @@ from audit.models import AuditAction, AuditEntry
 
 
 def field_values(instance: models.Model, fields: Iterable[str]) -> dict[str, Any]:
-    """The current values of some fields of a row (attnames for foreign keys: the id, not a query)."""
+    """The current values of some fields of a row, as people read them: a foreign key by its name
+    ("manager", not 4), money with its decimal places."""
     values = {}
     for name in fields:
         field = instance._meta.get_field(name)
         value = getattr(instance, field.attname)
+        if field.is_relation and field.many_to_one and value is not None:
+            value = str(getattr(instance, name))
         if isinstance(value, int | float) and isinstance(field, models.DecimalField):
             value = Decimal(value)
         if isinstance(value, Decimal):
@@ -28,12 +31,17 @@ def field_values(instance: models.Model, fields: Iterable[str]) -> dict[str, Any
 
 
 def changes_between(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """{"field": {"before": old, "after": new}} for every field whose value differs."""
+    """{"field": {"before": old, "after": new}} for every field whose value differs (empty and unset are
+    the same: a new row's blank fields are not changes)."""
     return {
         name: {"before": before.get(name), "after": after.get(name)}
         for name in sorted(set(before) | set(after))
-        if before.get(name) != after.get(name)
+        if before.get(name) != after.get(name) and not (_empty(before.get(name)) and _empty(after.get(name)))
     }
+
+
+def _empty(value) -> bool:
+    return value is None or value == "" or value == [] or value == {}
 
 
 def audit_record(

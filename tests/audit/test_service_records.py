@@ -391,7 +391,7 @@ def test_a_request_approved_at_once_is_one_record_naming_the_approval(paid, make
 
     entry = the_record(AuditAction.REFUND_REQUESTED)
     assert entry.changes["status"]["after"] == "approved"
-    assert entry.changes["approved_by"] == {"before": None, "after": maker.pk}
+    assert entry.changes["approved_by"] == {"before": None, "after": maker.username}
     assert none_of(AuditAction.REFUND_APPROVED)
 
 
@@ -421,7 +421,7 @@ def test_an_approval_records_the_approver_and_the_maker_cannot_approve(requested
     assert entry.actor == checker and about(entry, requested)
     assert entry.changes == {
         "status": {"before": "requested", "after": "approved"},
-        "approved_by": {"before": None, "after": checker.pk},
+        "approved_by": {"before": None, "after": checker.username},
     }
 
 
@@ -444,7 +444,7 @@ def test_a_rejection_records_the_note(requested, checker):
     assert entry.actor == checker and about(entry, requested)
     assert entry.changes == {
         "status": {"before": "requested", "after": "rejected"},
-        "rejected_by": {"before": None, "after": checker.pk},
+        "rejected_by": {"before": None, "after": checker.username},
     }
     assert entry.reason == "Not eligible: used item"
 
@@ -583,7 +583,7 @@ def test_an_acknowledged_alert_records_who(open_alert, django_user_model):
     assert entry.actor == duty and about(entry, open_alert)
     assert entry.changes == {
         "status": {"before": "open", "after": "acknowledged"},
-        "acknowledged_by": {"before": None, "after": duty.pk},
+        "acknowledged_by": {"before": None, "after": duty.username},
     }
 
 
@@ -595,7 +595,7 @@ def test_an_alert_resolved_by_hand_records_the_note(open_alert, django_user_mode
     entry = the_record(AuditAction.ALERT_RESOLVED)
     assert entry.actor == duty and about(entry, open_alert)
     assert entry.changes["status"] == {"before": "open", "after": AlertStatus.RESOLVED}
-    assert entry.changes["resolved_by"] == {"before": None, "after": duty.pk}
+    assert entry.changes["resolved_by"] == {"before": None, "after": duty.username}
     assert entry.reason == "Safaricom confirmed an outage"
 
 
