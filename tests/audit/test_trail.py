@@ -70,9 +70,12 @@ def test_postgresql_refuses_update_and_delete_from_any_client(admin_user):
         "UPDATE audit_auditentry SET reason = 'rewritten' WHERE id = %s",
         "DELETE FROM audit_auditentry WHERE id = %s",
     ):
-        with pytest.raises(DatabaseError, match="audit records cannot be changed or deleted"):
-            with transaction.atomic(), connection.cursor() as cursor:
-                cursor.execute(statement, [entry.pk])
+        with (
+            pytest.raises(DatabaseError, match="audit records cannot be changed or deleted"),
+            transaction.atomic(),
+            connection.cursor() as cursor,
+        ):
+            cursor.execute(statement, [entry.pk])
     assert AuditEntry.objects.filter(pk=entry.pk, reason="").exists()
 
 
