@@ -11,6 +11,7 @@ from unfold.decorators import display
 from audit.display import change_lines
 from audit.models import AuditEntry
 from audit.selectors import audit_entries_for, audit_timeline
+from common.admin import ReadOnlyAdminMixin
 
 TIMELINE_LIMIT = 50
 
@@ -34,7 +35,7 @@ def object_url(entry: AuditEntry) -> str | None:
 
 
 @admin.register(AuditEntry)
-class AuditEntryAdmin(ModelAdmin):
+class AuditEntryAdmin(ReadOnlyAdminMixin, ModelAdmin):
     """The whole trail, newest first. Read-only for everyone: no one may add, change or delete a record."""
 
     list_display = ["at", "show_actor", "show_action", "show_object", "show_changes", "reason", "ip"]
@@ -63,15 +64,6 @@ class AuditEntryAdmin(ModelAdmin):
 
     def get_queryset(self, request):
         return audit_entries_for(request.user)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @display(description="Who", ordering="actor_name")
     def show_actor(self, obj):

@@ -85,3 +85,16 @@ class ContactMaskingMixin:
         if sees_full_contacts(request):
             return [self._unmask(name) for name in readonly]
         return readonly + [name for name in self.masked_contacts if name not in readonly]
+
+
+class ReadOnlyAdminMixin:
+    """Evidence and records (history, audit, runs, exports): nobody adds, edits or deletes them in the admin."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

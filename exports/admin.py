@@ -26,7 +26,7 @@ from unfold.contrib.filters.admin import ChoicesDropdownFilter
 from unfold.decorators import action, display
 from unfold.widgets import UnfoldAdminRadioSelectWidget
 
-from common.admin import dialog_redirect
+from common.admin import ReadOnlyAdminMixin, dialog_redirect
 from exports import services
 from exports.exceptions import ExportError, ExportUnavailable
 from exports.models import Export, ExportFormat, ExportStatus
@@ -145,7 +145,7 @@ def can_see_exports(request) -> bool:
 
 
 @admin.register(Export)
-class ExportAdmin(ModelAdmin):
+class ExportAdmin(ReadOnlyAdminMixin, ModelAdmin):
     """Read-only: exports are made from the lists, and their files leave through the Download button."""
 
     list_display = [
@@ -188,15 +188,6 @@ class ExportAdmin(ModelAdmin):
 
     def has_view_permission(self, request, obj=None):
         return can_see_exports(request)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def get_urls(self):
         download = path(

@@ -6,7 +6,7 @@ from unfold.contrib.filters.admin import ChoicesDropdownFilter, RangeDateTimeFil
 from unfold.decorators import action, display
 
 from audit.admin import AuditTimelineMixin
-from common.admin import ContactMaskingMixin, confirm_dialog, dialog_redirect
+from common.admin import ContactMaskingMixin, ReadOnlyAdminMixin, confirm_dialog, dialog_redirect
 from exports.admin import ExportListMixin
 from exports.columns import ExportColumn
 from notifications import services
@@ -69,7 +69,9 @@ class NotificationAttemptInline(TabularInline):
 
 
 @admin.register(Notification)
-class NotificationAdmin(ExportListMixin, AuditTimelineMixin, ContactMaskingMixin, ModelAdmin):
+class NotificationAdmin(
+    ExportListMixin, AuditTimelineMixin, ContactMaskingMixin, ReadOnlyAdminMixin, ModelAdmin
+):
     masked_contacts = {"recipient_masked": "recipient"}
     list_display = [
         "id",
@@ -136,15 +138,6 @@ class NotificationAdmin(ExportListMixin, AuditTimelineMixin, ContactMaskingMixin
 
     def get_readonly_fields(self, request, obj=None):
         return [f for fieldset in self.get_fieldsets(request, obj) for f in fieldset[1]["fields"]]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def has_resend_permission(self, request, object_id=None):
         return request.user.has_perm("notifications.resend_notification")

@@ -13,7 +13,14 @@ from unfold.contrib.filters.admin import ChoicesDropdownFilter, RangeDateTimeFil
 from unfold.decorators import action, display
 
 from audit.admin import AuditTimelineMixin
-from common.admin import ContactMaskingMixin, NoteForm, confirm_dialog, dialog_redirect, phones_masked
+from common.admin import (
+    ContactMaskingMixin,
+    NoteForm,
+    ReadOnlyAdminMixin,
+    confirm_dialog,
+    dialog_redirect,
+    phones_masked,
+)
 from exports.admin import ExportListMixin
 from exports.columns import ExportColumn
 from payments import inbox as inbox_service
@@ -110,19 +117,6 @@ REFUND_EXPORT_COLUMNS = (
     ExportColumn("Created (Nairobi)", "created_at", "datetime"),
     ExportColumn("Completed (Nairobi)", "completed_at", "datetime"),
 )
-
-
-class ReadOnlyAdminMixin:
-    """History is evidence: nobody edits or deletes it in the admin."""
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 def _error_into_form(form, exc: PaymentError) -> None:

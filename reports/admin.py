@@ -14,7 +14,7 @@ from unfold.admin import ModelAdmin, TabularInline
 from unfold.contrib.filters.admin import ChoicesDropdownFilter, RangeDateTimeFilter, RelatedDropdownFilter
 from unfold.decorators import action, display
 
-from common.admin import confirm_dialog, dialog_redirect
+from common.admin import ReadOnlyAdminMixin, confirm_dialog, dialog_redirect
 from reports.alerts import admin as alerts_admin  # noqa: F401  (registers Alert and AlertRule)
 from reports.models import Frequency, ReportFile, ReportRun, ReportSubscription, RunStatus
 from reports.periods import NAIROBI
@@ -183,7 +183,7 @@ class ReportFileInline(TabularInline):
 
 
 @admin.register(ReportRun)
-class ReportRunAdmin(ModelAdmin):
+class ReportRunAdmin(ReadOnlyAdminMixin, ModelAdmin):
     """Every run of a report email, failed ones with their error and next attempt. Read-only."""
 
     list_display = ["started_at", "subscription", "trigger", "period", "attempt", "show_status",
@@ -201,15 +201,6 @@ class ReportRunAdmin(ModelAdmin):
               "status", "error", "retry_at", "recipients", "attachments", "requested_by", "started_at",
               "finished_at"]  # fmt: skip
     readonly_fields = fields
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @display(description="Status", ordering="status", label=RUN_COLOURS)
     def show_status(self, obj):
