@@ -158,6 +158,7 @@ def export_write(*, export_id: int) -> Export | None:
     finished_at = timezone.now()
     done = Export.objects.filter(pk=export_id, status=ExportStatus.RUNNING).update(
         status=ExportStatus.READY,
+        full_phones=full_contacts,  # what the file holds, if the permission went in the meantime
         file=written.name,
         row_count=written.rows,
         size_bytes=written.size,
@@ -210,7 +211,13 @@ def _write_file(rows: ListRows, *, fmt: str, full_contacts: bool) -> WrittenFile
 def _may_download(actor, export: Export) -> bool:
     if actor.is_superuser:
         return True
-    return export.requested_by_id == actor.pk and actor.is_active and actor.has_perm(EXPORT_PERMISSION)
+    # A file written with full phone numbers is not handed to someone who may no longer see them.
+    return (
+        export.requested_by_id == actor.pk
+        and actor.is_active
+        and actor.has_perm(EXPORT_PERMISSION)
+        and (not export.full_phones or actor.has_perm(FULL_CONTACTS_PERMISSION))
+    )
 
 
 def export_download(*, actor, export_id: int) -> tuple[Export, File]:

@@ -258,6 +258,22 @@ def test_the_masking_choice_is_the_requesters_and_is_checked_again_by_the_task(
     callbacks[0]()
 
     export = Export.objects.get()
-    assert export.full_phones is True and export.status == ExportStatus.READY
+    assert export.full_phones is False and export.status == ExportStatus.READY  # what the file holds
     text = support.body(exporter.post(download_url(export))).decode()
     assert PHONE not in text and "2547*****001" in text
+
+
+@pytest.mark.django_db
+def test_a_file_with_full_phone_numbers_is_not_handed_to_someone_who_may_no_longer_see_them(
+    payments, exporter, django_capture_on_commit_callbacks
+):
+    exporter.user.user_permissions.add(Permission.objects.get(codename="view_full_phone"))
+    _queue(exporter, django_capture_on_commit_callbacks)
+    export = Export.objects.get()
+    assert export.status == ExportStatus.READY and export.full_phones
+
+    exporter.user.user_permissions.remove(Permission.objects.get(codename="view_full_phone"))
+    exporter.force_login(type(exporter.user).objects.get(pk=exporter.user.pk))
+
+    assert exporter.post(download_url(export)).status_code == 404
+    assert not AuditEntry.objects.filter(action=AuditAction.EXPORT_DOWNLOADED).exists()
