@@ -1,6 +1,9 @@
 """The audit trail itself: nobody can change or delete a record through the application (nor, on
 PostgreSQL, through SQL), each person sees what their role allows, and each object shows its timeline."""
 
+import csv
+import io
+
 import pytest
 from django.contrib.auth.models import Group
 from django.db import DatabaseError, connection, transaction
@@ -137,3 +140,29 @@ def test_a_payment_page_shows_its_timeline_with_its_refunds_and_order(
     assert 'id="audit-timeline"' in page
     assert "customer called" in page and "on the order" in page
     assert "elsewhere" not in page
+
+
+def test_an_auditor_exports_the_filtered_trail_and_the_export_is_itself_recorded(role_user, client):
+    manager, auditor = role_user("manager", roles.MANAGER), role_user("auditor", roles.AUDITOR)
+    payment_note = audit_record(
+        action=AuditAction.REFUND_APPROVED, actor=manager, obj=manager, reason="=HYPERLINK(1)", changes={}
+    )
+    audit_record(action=AuditAction.PAYMENT_RETRIED, actor=manager, obj=manager)
+    client.force_login(auditor)
+    url = reverse("admin:audit_auditentry_export_list")
+
+    response = client.post(url, {"format": "csv", "query": "action__exact=refund_approved"})
+
+    assert response.status_code == 200
+    text = b"".join(response.streaming_content).decode("utf-8-sig")
+    rows = list(csv.reader(io.StringIO(text)))
+    assert rows[0][:5] == ["Record ID", "When (Nairobi)", "Who", "IP address", "Action"]
+    assert [(row[0], row[2], row[4]) for row in rows[1:]] == [
+        (str(payment_note.pk), "manager", "Approved a refund")
+    ]
+    assert rows[1][9] == "'=HYPERLINK(1)"  # a spreadsheet would run it
+    export = AuditEntry.objects.filter(action=AuditAction.EXPORT_CREATED, actor=auditor).get()
+    assert export.data["rows"] == 1 and export.data["filters"] == {"action__exact": "refund_approved"}
+
+    client.force_login(role_user("viewer", roles.VIEWER))
+    assert client.post(url, {"format": "csv", "query": ""}).status_code == 403
