@@ -1,6 +1,5 @@
 from django.contrib import admin
 from django.contrib.admin import RelatedOnlyFieldListFilter
-from django.contrib.admin.utils import unquote
 from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.timezone import localtime
@@ -94,20 +93,19 @@ class AuditTimelineMixin:
     def audit_subjects(self, obj) -> list:
         return [obj]
 
-    def change_view(self, request, object_id, form_url="", extra_context=None):
-        extra_context = dict(extra_context or {})
-        obj = self.get_object(request, unquote(object_id))
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        # The object the page already loaded; add pages have none.
         if obj is not None and request.user.has_perm("audit.view_auditentry"):
             entries = list(
                 audit_timeline(user=request.user, objects=self.audit_subjects(obj))[:TIMELINE_LIMIT]
             )
-            extra_context["audit_timeline"] = {
+            context["audit_timeline"] = {
                 "headers": ["When", "Who", "Action", "Object", "Changes", "Reason", "IP"],
                 "rows": [_timeline_row(entry) for entry in entries],
             }
-            extra_context["audit_timeline_count"] = len(entries)
-            extra_context["audit_timeline_limit"] = TIMELINE_LIMIT
-        return super().change_view(request, object_id, form_url, extra_context)
+            context["audit_timeline_count"] = len(entries)
+            context["audit_timeline_limit"] = TIMELINE_LIMIT
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
 
 def _timeline_row(entry: AuditEntry) -> list:

@@ -33,12 +33,16 @@ admin.site.unregister(User)
 admin.site.unregister(Group)
 
 
+def superusers_only(request) -> bool:
+    return request.user.is_active and request.user.is_superuser
+
+
 class SuperusersOnlyMixin:
     """Users, roles and the task queue are administered by superusers alone. (Django's default lets anyone
     holding auth.change_user make themself a superuser; no role holds it, and this keeps it so.)"""
 
     def _superuser(self, request) -> bool:
-        return request.user.is_active and request.user.is_superuser
+        return superusers_only(request)
 
     def has_module_permission(self, request):
         return self._superuser(request) and super().has_module_permission(request)
@@ -184,11 +188,6 @@ class QueueAdmin(SuperusersOnlyMixin, q_admin.QueueAdmin, ModelAdmin):
 
 
 # --- sign-in throttling (django-axes) ---------------------------------------------------------------
-def superusers_only(request) -> bool:
-    """Also the sidebar's test for the entries below."""
-    return request.user.is_active and request.user.is_superuser
-
-
 for model in (AccessAttempt, AccessLog, AccessFailureLog):
     if admin.site.is_registered(model):
         admin.site.unregister(model)

@@ -7,6 +7,8 @@ Who may do what is decided by these permissions, checked by the services themsel
 the admin only hides what a role may not use.
 """
 
+from django.db.models import Q
+
 VIEWER = "Viewer"
 OPERATOR = "Operator"
 MANAGER = "Manager"
@@ -108,8 +110,12 @@ def ensure_roles(group_model, permission_model, *, replace: bool = False) -> Non
         group, created = group_model.objects.get_or_create(name=name)
         if not (created or replace):
             continue
-        wanted = [tuple(perm.split(".", 1)) for perm in sorted(perms)]
-        found = []
-        for app_label, codename in wanted:
-            found.append(permission_model.objects.get(content_type__app_label=app_label, codename=codename))
+        wanted = Q()
+        for perm in perms:
+            app_label, codename = perm.split(".", 1)
+            wanted |= Q(content_type__app_label=app_label, codename=codename)
+        found = list(permission_model.objects.filter(wanted).select_related("content_type"))
+        if len(found) != len(perms):
+            have = {f"{p.content_type.app_label}.{p.codename}" for p in found}
+            raise LookupError(f"Role {name} names permissions that do not exist: {sorted(perms - have)}")
         group.permissions.set(found)

@@ -26,7 +26,7 @@ from unfold.contrib.filters.admin import ChoicesDropdownFilter
 from unfold.decorators import action, display
 from unfold.widgets import UnfoldAdminRadioSelectWidget
 
-from common.admin import ReadOnlyAdminMixin, dialog_redirect
+from common.admin import ReadOnlyAdminMixin, dialog_redirect, sees_full_contacts
 from exports import services
 from exports.exceptions import ExportError, ExportUnavailable
 from exports.models import Export, ExportFormat, ExportStatus
@@ -122,7 +122,7 @@ class ExportListMixin:
             "title": f"Export {self.model._meta.verbose_name_plural}",
             "action_url": request.path,
             "form": ExportForm(initial={"query": query}),
-            "full_contacts": request.user.has_perm(services.FULL_CONTACTS_PERMISSION),
+            "full_contacts": sees_full_contacts(request),
             "sync_max_rows": settings.EXPORT_SYNC_MAX_ROWS,
             "retention_hours": settings.EXPORT_RETENTION_HOURS,
         }

@@ -8,7 +8,7 @@
 - `exports_expire` (scheduled): files past EXPORT_RETENTION_HOURS are deleted and their rows marked
   expired; exports whose task died or never ran are marked failed, so no export stays open forever.
 
-Phone numbers and email addresses are masked unless the requester has FULL_CONTACTS_PERMISSION.
+Phone numbers and email addresses are masked unless the requester has FULL_CONTACT_PERMISSION.
 """
 
 import contextlib
@@ -35,8 +35,6 @@ from exports.selectors import ListRows, list_cells, list_rows
 logger = logging.getLogger(__name__)
 
 EXPORT_PERMISSION = "exports.export_lists"
-# Phone numbers and email addresses in full (the admin asks the same question of every list).
-FULL_CONTACTS_PERMISSION = FULL_CONTACT_PERMISSION
 # A running export whose task has not finished this long after its timeout lost its worker.
 STALE_MARGIN = dt.timedelta(minutes=10)
 CONTENT_TYPES = {ExportFormat.CSV: writers.CSV_CONTENT_TYPE, ExportFormat.XLSX: writers.XLSX_CONTENT_TYPE}
@@ -68,7 +66,7 @@ def export_create(*, actor, list_label: str, query: str, fmt: str) -> Export:
     if fmt not in ExportFormat.values:
         raise ExportError("Choose CSV or XLSX.")
     rows = list_rows(user=actor, list_label=list_label, query=query)
-    full_contacts = actor.has_perm(FULL_CONTACTS_PERMISSION)
+    full_contacts = actor.has_perm(FULL_CONTACT_PERMISSION)
     fields = {
         "requested_by": actor,
         "list_label": rows.list_label,
@@ -145,7 +143,7 @@ def export_write(*, export_id: int) -> Export | None:
         # Checked again: the permissions may have changed since the export was asked for.
         _require_export_permission(requester)
         rows = list_rows(user=requester, list_label=export.list_label, query=export.query)
-        full_contacts = export.full_phones and requester.has_perm(FULL_CONTACTS_PERMISSION)
+        full_contacts = export.full_phones and requester.has_perm(FULL_CONTACT_PERMISSION)
         written = _write_file(rows, fmt=export.format, full_contacts=full_contacts)
     except Exception as exc:
         logger.exception("Export #%s of %s failed", export_id, export.list_label)
@@ -216,7 +214,7 @@ def _may_download(actor, export: Export) -> bool:
         export.requested_by_id == actor.pk
         and actor.is_active
         and actor.has_perm(EXPORT_PERMISSION)
-        and (not export.full_phones or actor.has_perm(FULL_CONTACTS_PERMISSION))
+        and (not export.full_phones or actor.has_perm(FULL_CONTACT_PERMISSION))
     )
 
 
