@@ -4,6 +4,7 @@ import itertools
 import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from decimal import Decimal
@@ -137,7 +138,14 @@ def daraja(live_server, settings):
     from django.core.cache import cache
 
     cache.clear()
-    return live_server
+    earlier = set(threading.enumerate())
+    yield live_server
+    # live_server outlives the test: let every callback the simulator owes this test arrive and be
+    # applied before the database is flushed, or the flush races the request (and the next test sees
+    # its rows).
+    for thread in set(threading.enumerate()) - earlier:
+        if thread.name == "daraja-simulator-delivery":
+            thread.join(timeout=30)
 
 
 # --- Daraja faked at the HTTP boundary (payments, orders, api tests) -----------------------------------
