@@ -28,6 +28,12 @@ class AuditAction(models.TextChoices):
     CALLBACK_ATTACHED = "callback_attached", "Attached an unmatched callback"
     INBOX_REPROCESSED = "inbox_reprocessed", "Processed a callback inbox row again"
     ORDER_CANCELLED = "order_cancelled", "Cancelled an order"
+    RECEIPT_FROM_STATEMENT = "receipt_from_statement", "Filled a receipt from the M-PESA statement"
+    # Statement reconciliation
+    STATEMENT_IMPORTED = "statement_imported", "Imported an M-PESA statement"
+    STATEMENT_LINE_ATTACHED = "statement_line_attached", "Attached a statement line to a payment"
+    RECONCILIATION_EXPECTED = "reconciliation_expected", "Marked a reconciliation exception as expected"
+    RECONCILIATION_REFUND_OPENED = "reconciliation_refund_opened", "Opened a refund for a double payment"
     # Refunds
     REFUND_REQUESTED = "refund_requested", "Requested a refund"
     REFUND_APPROVED = "refund_approved", "Approved a refund"

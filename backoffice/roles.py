@@ -28,18 +28,28 @@ _VIEWER = {
     "reports.view_alert",
     "audit.view_auditentry",
 }
-# Day-to-day operations that ask or retry, never decide about money.
-_OPERATOR = _VIEWER | {
-    "payments.query_payment",
-    "payments.retry_payment",
-    "payments.collect_payment",
-    "payments.view_callbackinbox",
-    "payments.reprocess_inbox",
-    "notifications.view_notification",
-    "notifications.view_notificationattempt",
-    "notifications.resend_notification",
-    "reports.acknowledge_alert",
+_STATEMENT_READING = {
+    "statements.view_statementimport",
+    "statements.view_statementline",
+    "statements.view_reconciliationrun",
+    "statements.view_reconciliationitem",
 }
+# Day-to-day operations that ask or retry, never decide about money.
+_OPERATOR = (
+    _VIEWER
+    | {
+        "payments.query_payment",
+        "payments.retry_payment",
+        "payments.collect_payment",
+        "payments.view_callbackinbox",
+        "payments.reprocess_inbox",
+        "notifications.view_notification",
+        "notifications.view_notificationattempt",
+        "notifications.resend_notification",
+        "reports.acknowledge_alert",
+    }
+    | _STATEMENT_READING
+)
 # Decisions about money, exports, and the reports and alerts the team receives.
 _MANAGER = _OPERATOR | {
     "payments.add_refund",
@@ -64,6 +74,8 @@ _MANAGER = _OPERATOR | {
     "reports.view_reportrun",
     "reports.view_reportfile",
     "audit.view_all_auditentry",
+    "statements.import_statement",
+    "statements.resolve_reconciliationitem",
 }
 # Reads everything, including the whole audit trail and full exports; changes nothing.
 _AUDITOR = {
@@ -91,7 +103,7 @@ _AUDITOR = {
     "exports.view_export",
     "audit.view_auditentry",
     "audit.view_all_auditentry",
-}
+} | _STATEMENT_READING
 
 ROLES: dict[str, frozenset[str]] = {
     VIEWER: frozenset(_VIEWER),
@@ -101,21 +113,40 @@ ROLES: dict[str, frozenset[str]] = {
 }
 
 
-def ensure_roles(group_model, permission_model, *, replace: bool = False) -> None:
+def _permissions(permission_model, perms: set[str] | frozenset[str]) -> list:
+    wanted = Q()
+    for perm in perms:
+        app_label, codename = perm.split(".", 1)
+        wanted |= Q(content_type__app_label=app_label, codename=codename)
+    found = list(permission_model.objects.filter(wanted).select_related("content_type")) if perms else []
+    if len(found) != len(perms):
+        have = {f"{p.content_type.app_label}.{p.codename}" for p in found}
+        raise LookupError(f"Roles name permissions that do not exist: {sorted(set(perms) - have)}")
+    return found
+
+
+def ensure_roles(
+    group_model, permission_model, *, replace: bool = False, leave_out: frozenset[str] = frozenset()
+) -> None:
     """Create the role groups that do not exist (with `replace`, reset every role to its definition).
 
-    Takes the models as arguments so that a migration can pass its historical ones.
+    Takes the models as arguments so that a migration can pass its historical ones; `leave_out` names apps
+    whose permissions a later migration grants (`roles_grant_app`), for migrations that run before them.
     """
     for name, perms in ROLES.items():
         group, created = group_model.objects.get_or_create(name=name)
         if not (created or replace):
             continue
-        wanted = Q()
-        for perm in perms:
-            app_label, codename = perm.split(".", 1)
-            wanted |= Q(content_type__app_label=app_label, codename=codename)
-        found = list(permission_model.objects.filter(wanted).select_related("content_type"))
-        if len(found) != len(perms):
-            have = {f"{p.content_type.app_label}.{p.codename}" for p in found}
-            raise LookupError(f"Role {name} names permissions that do not exist: {sorted(perms - have)}")
-        group.permissions.set(found)
+        kept = {perm for perm in perms if perm.split(".", 1)[0] not in leave_out}
+        group.permissions.set(_permissions(permission_model, kept))
+
+
+def roles_grant_app(group_model, permission_model, app_label: str) -> None:
+    """Give the existing role groups what their definition grants in an app added after they were made."""
+    for name, perms in ROLES.items():
+        group = group_model.objects.filter(name=name).first()
+        if group is None:
+            continue
+        group.permissions.add(
+            *_permissions(permission_model, {perm for perm in perms if perm.startswith(f"{app_label}.")})
+        )

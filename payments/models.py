@@ -184,6 +184,8 @@ class EventKind(models.TextChoices):
     COLLECTED = "collected", "Cash collected"
     NOT_COLLECTED = "not_collected", "Cash not collected"
     RECEIPT_ENTERED = "receipt_entered", "Receipt entered by staff"
+    RECEIPT_FROM_STATEMENT = "receipt_from_statement", "Receipt from the M-PESA statement"
+    STATEMENT_ATTACHED = "statement_attached", "Statement line attached"
     CALLBACK_ATTACHED = "callback_attached", "Unmatched callback attached"
     QUERY_REQUESTED = "query_requested", "STK Query requested"
     REVIEW_RESOLVED = "review_resolved", "Review resolved"
@@ -199,6 +201,7 @@ class EventSource(models.TextChoices):
     SYSTEM = "system", "System"
     RESULT = "result", "Daraja async result"
     STATUS_QUERY = "status_query", "Transaction Status"
+    STATEMENT = "statement", "M-PESA statement"
 
 
 class AppendOnlyError(Exception):
