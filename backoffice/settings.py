@@ -328,6 +328,22 @@ REFUND_RESULT_TIMEOUT = env.int("REFUND_RESULT_TIMEOUT", default=600)
 # Transaction Status for `unknown` refunds: first after this delay, then doubled per query, capped.
 REFUND_STATUS_INTERVAL = env.int("REFUND_STATUS_INTERVAL", default=120)
 REFUND_STATUS_INTERVAL_MAX = env.int("REFUND_STATUS_INTERVAL_MAX", default=3600)
+
+# --- Statement reconciliation -------------------------------------------------------------------------
+# A statement line whose receipt we do not know is matched to a payment with the same amount and the same
+# visible phone digits that Daraja accepted at most this many minutes before the line's completion time.
+STATEMENT_MATCH_WINDOW_MINUTES = env.int("STATEMENT_MATCH_WINDOW_MINUTES", default=10)
+# A completed payment is "not on the statement" once a statement (or pulled window) covering its
+# completion time plus this many minutes has been imported without its line.
+STATEMENT_MISSING_GRACE_MINUTES = env.int("STATEMENT_MISSING_GRACE_MINUTES", default=30)
+STATEMENT_IMPORT_MAX_BYTES = env.int("STATEMENT_IMPORT_MAX_BYTES", default=100 * 1024 * 1024)
+# Daraja Pull Transactions (for shortcodes registered for it): every MPESA_PULL_INTERVAL_MINUTES the last
+# MPESA_PULL_LOOKBACK_HOURS of C2B transactions are pulled into the statement store (Daraja keeps 48 h).
+MPESA_PULL_TRANSACTIONS_ENABLED = env.bool("MPESA_PULL_TRANSACTIONS_ENABLED", default=_SIMULATOR)
+MPESA_PULL_INTERVAL_MINUTES = env.int("MPESA_PULL_INTERVAL_MINUTES", default=15)
+MPESA_PULL_LOOKBACK_HOURS = env.int("MPESA_PULL_LOOKBACK_HOURS", default=3)
+# The Safaricom number registered with the shortcode for Pull Transactions (register once).
+MPESA_PULL_NOMINATED_NUMBER = env.str("MPESA_PULL_NOMINATED_NUMBER", default="")
 # "No such transaction" from Transaction Status fails a refund only this long after Daraja accepted it.
 REFUND_NOT_FOUND_GRACE = env.int("REFUND_NOT_FOUND_GRACE", default=900)
 
