@@ -33,7 +33,6 @@ import os
 import random
 import subprocess
 import sys
-import threading
 import time
 import tracemalloc
 from decimal import Decimal
@@ -43,9 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # The project root first: this file is named like the exports app, which `import exports` must find.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness import ROOT, scratch_database  # noqa: E402
+from harness import MIB, ROOT, RssSampler, scratch_database  # noqa: E402
 
-MIB = 1024 * 1024
 BATCH = 5_000
 STATUSES = (  # (status, share) roughly as a busy shop sees them
     ("completed", 0.62),
@@ -199,35 +197,6 @@ def phase(args) -> int:
     result = {"rows": rows, "size": size, "seconds": seconds, "python_peak": peak_python}
     print(json.dumps({**result, "rss_start": sampler.start, "rss_peak": sampler.peak}))
     return 0
-
-
-class RssSampler:
-    """The process's resident memory, sampled every 10 ms from /proc (Linux) while the block runs: its
-    value at the start and its peak. (ru_maxrss would also count Django's start-up, which peaks higher.)"""
-
-    def __init__(self):
-        self.start = self.peak = self._rss()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    @staticmethod
-    def _rss() -> int:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-    def _run(self):
-        while not self._stop.wait(0.01):
-            self.peak = max(self.peak, self._rss())
-
-    def __enter__(self):
-        self.start = self.peak = self._rss()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._rss())
 
 
 def _bare_rows():

@@ -34,6 +34,7 @@ READY_PATH = "/api/v1/products"
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 REQUEST_TIMEOUT = 10.0
+MIB = 1024 * 1024
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -136,6 +137,36 @@ def migrate_other_database(env: dict[str, str], database_url: str) -> None:
         check=True,
         timeout=60,
     )
+
+
+# --- memory -------------------------------------------------------------------------------------------
+class RssSampler:
+    """The process's resident memory, sampled every 10 ms from /proc (Linux) while the block runs: its
+    value at the start and its peak. (ru_maxrss would also count Django's start-up, which peaks higher.)"""
+
+    def __init__(self):
+        self.start = self.peak = self._rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _rss() -> int:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def _run(self):
+        while not self._stop.wait(0.01):
+            self.peak = max(self.peak, self._rss())
+
+    def __enter__(self):
+        self.start = self.peak = self._rss()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
 
 
 # --- gunicorn on loopback ------------------------------------------------------------------------------
