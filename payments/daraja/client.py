@@ -40,6 +40,11 @@ STK_QUERY_PATH = "/mpesa/stkpushquery/v1/query"
 REVERSAL_PATH = "/mpesa/reversal/v1/request"
 B2C_PATH = "/mpesa/b2c/v3/paymentrequest"
 TRANSACTION_STATUS_PATH = "/mpesa/transactionstatus/v1/query"
+PULL_REGISTER_PATH = "/pulltransactions/v1/register"
+PULL_QUERY_PATH = "/pulltransactions/v1/query"
+PULL_REGISTERED_CODES = {"1000", "1001"}  # registered now / already registered
+PULL_ANSWER_CODES = {"1000", "1001"}  # transactions / none in the period
+PULL_DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 OAUTH_PATH = "/oauth/v1/generate"
 TOKEN_REFRESH_MARGIN = 300  # seconds before expiry a cached token stops being used
 MAX_MPESA_AMOUNT = 250_000
@@ -330,6 +335,57 @@ class DarajaClient:
                 response_description=str(body.get("ResponseDescription") or "")[:300],
             )
         raise _classify_failure(response, body, what=what)
+
+    # --- Pull Transactions (read-only: safe to ask again) ------------------------------------------------
+    def pull_transactions_register(self, *, callback_url: str, nominated_number: str = "") -> dict:
+        """Register the shortcode for Pull Transactions (once per shortcode; a repeat answers 1001).
+
+        The shapes come from Safaricom's Postman collection as reproduced by public client libraries; the
+        answer's keys contain spaces ("Response Status", "Response Description").
+        """
+        payload = {
+            "ShortCode": settings.MPESA_SHORTCODE,
+            "RequestType": "Pull",
+            "NominatedNumber": nominated_number or settings.MPESA_PULL_NOMINATED_NUMBER,
+            "CallBackURL": callback_url,
+        }
+        response, body = self._post(PULL_REGISTER_PATH, payload, connect_retries=2)
+        if (
+            response.status_code == 200
+            and isinstance(body, dict)
+            and str(body.get("Response Status", "")) in PULL_REGISTERED_CODES
+        ):
+            logger.info("Pull Transactions registration: %s", body.get("Response Description", ""))
+            return body
+        if response.status_code == 200 and isinstance(body, dict) and "Response Status" in body:
+            raise DarajaRejected(
+                f"Pull Transactions registration: {str(body.get('Response Description', ''))[:300]}",
+                error_code=str(body["Response Status"]),
+                http_status=200,
+                body=body,
+            )
+        raise _classify_failure(response, body, what="Pull Transactions registration")
+
+    def pull_transactions_query(self, *, start: dt.datetime, end: dt.datetime, offset: int = 0) -> dict:
+        """One page of the C2B transactions completed in [start, end] (Daraja allows 48 h at most).
+
+        Answers the body as Daraja sent it: ResponseCode "1000" with rows, or "1001" when the period has none
+        (payments.daraja.pull.parse_pull_response reads both). `offset` counts rows already received.
+        """
+        payload = {
+            "ShortCode": settings.MPESA_SHORTCODE,
+            "StartDate": start.astimezone(NAIROBI).strftime(PULL_DATE_FORMAT),
+            "EndDate": end.astimezone(NAIROBI).strftime(PULL_DATE_FORMAT),
+            "OffSetValue": str(offset),
+        }
+        response, body = self._post(PULL_QUERY_PATH, payload, connect_retries=2)
+        if (
+            response.status_code == 200
+            and isinstance(body, dict)
+            and str(body.get("ResponseCode", "")) in PULL_ANSWER_CODES
+        ):
+            return body
+        raise _classify_failure(response, body, what="Pull Transactions query")
 
 
 def _remarks(text: str) -> str:

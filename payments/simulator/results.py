@@ -8,7 +8,7 @@ import re
 from datetime import datetime
 from typing import Any
 
-from . import delivery, state, validation
+from . import delivery, ledger, state, validation
 from .credentials import initiator_is_valid
 from .ids import (
     conversation_id,
@@ -188,6 +188,17 @@ def reversal(body: dict) -> dict[str, str]:
             "conversation_id": conversation,
         },
     )
+    # The money moves now, even when no Result is ever posted (queue timeout, silent).
+    ledger.append(
+        shortcode=original["party"],
+        receipt=reversal_receipt,
+        reason_type=ledger.REVERSAL,
+        completed_at=completed_at,
+        initiated_at=now,
+        withdrawn=original["amount"],
+        phone=original["phone"],
+        linked_receipt=original_receipt,
+    )
     _record_conversation(conversation, originator, {"api": "reversal", "receipt": reversal_receipt})
     result = _envelope(
         code=0,
@@ -214,6 +225,29 @@ def reversal(body: dict) -> dict[str, str]:
 
 
 # --- B2C ------------------------------------------------------------------------------------------
+
+
+def _ledger_b2c(
+    *,
+    shortcode: str,
+    receipt: str,
+    reason_type: str,
+    amount_kes: int,
+    phone: str,
+    initiated_at: float,
+    completed_at: float,
+) -> None:
+    """The payment and its charge: two statement lines under one receipt, as on the portal."""
+    common = {"shortcode": shortcode, "receipt": receipt, "completed_at": completed_at}
+    ledger.append(
+        **common, reason_type=reason_type, initiated_at=initiated_at, withdrawn=amount_kes, phone=phone
+    )
+    ledger.append(
+        **common,
+        reason_type=ledger.B2C_CHARGE,
+        initiated_at=initiated_at,
+        withdrawn=ledger.b2c_charge_kes(amount_kes),
+    )
 
 
 def b2c(body: dict, *, version: int) -> dict[str, str]:
@@ -261,6 +295,16 @@ def b2c(body: dict, *, version: int) -> dict[str, str]:
                     "originator_conversation_id": originator,
                     "conversation_id": conversation,
                 },
+            )
+            # The money moves now, even when no Result is ever posted (queue timeout, silent).
+            _ledger_b2c(
+                shortcode=party_a,
+                receipt=receipt,
+                reason_type=B2C_REASON_TYPES[command],
+                amount_kes=amount_kes,
+                phone=party_b,
+                initiated_at=now,
+                completed_at=completed_at,
             )
     _record_conversation(conversation, originator, {"api": "b2c", "receipt": receipt})
 
@@ -315,7 +359,7 @@ def _find_transaction(transaction_id: str, original_conversation_id: str, known_
 def _status_parameters(receipt: str, record: dict[str, Any]) -> list[dict[str, Any]]:
     customer = f"{record['phone']} - {CUSTOMER_NAME}"
     merchant = f"{record['party']} - {MERCHANT_NAME}"
-    customer_pays = record["kind"] == "stk"
+    customer_pays = record["kind"] in {"stk", "c2b"}  # an STK payment, or a Pay Bill from the menu
     return [
         _parameter("DebitPartyName", customer if customer_pays else merchant),
         _parameter("CreditPartyName", merchant if customer_pays else customer),

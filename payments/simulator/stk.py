@@ -5,7 +5,7 @@ from typing import Any
 
 from django.conf import settings
 
-from . import delivery, state, validation
+from . import delivery, ledger, state, validation
 from .credentials import stk_password_is_valid
 from .ids import checkout_request_id, daraja_timestamp, epoch_now, nairobi_at, receipt_number, request_id
 from .outcomes import stk_outcome_for
@@ -38,7 +38,7 @@ def push(body: dict) -> dict[str, str]:
     validation.shortcode(body, "PartyB")
     phone = validation.msisdn(body, "PhoneNumber")
     callback_url = validation.url(body, "CallBackURL")
-    validation.text(body, "AccountReference", max_length=12)
+    account_reference = validation.text(body, "AccountReference", max_length=12)
     validation.text(body, "TransactionDesc", max_length=13, required=False)
     _check_password(body, shortcode, timestamp)
 
@@ -52,6 +52,9 @@ def push(body: dict) -> dict[str, str]:
     merchant_request_id = request_id()
     receipt = None
     paid_kes = amount_kes - outcome.amount_shortfall_kes
+    reason_type = (
+        ledger.PAY_BILL_ONLINE if transaction_type == "CustomerPayBillOnline" else ledger.PAY_MERCHANT_ONLINE
+    )
     if outcome.is_success:
         receipt = state.claim_unique(
             "receipt",
@@ -61,14 +64,23 @@ def push(body: dict) -> dict[str, str]:
                 "amount": paid_kes,
                 "phone": party_a,
                 "party": shortcode,
-                "reason_type": "Pay Bill Online"
-                if transaction_type == "CustomerPayBillOnline"
-                else "Pay Merchant Online",
+                "reason_type": reason_type,
                 "initiated_at": accepted_at,
                 "completed_at": decided_at,
                 "originator_conversation_id": None,
                 "conversation_id": None,
             },
+        )
+        # The money moves now, whatever becomes of the callback (some are never sent).
+        ledger.append(
+            shortcode=shortcode,
+            receipt=receipt,
+            reason_type=reason_type,
+            completed_at=decided_at,
+            initiated_at=accepted_at,
+            paid_in=paid_kes,
+            phone=party_a,
+            account=account_reference,
         )
 
     pushed_at = nairobi_at(accepted_at)

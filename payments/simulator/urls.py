@@ -15,6 +15,8 @@ urlpatterns = [
     path("mpesa/transactionstatus/v1/query", views.transaction_status, name="transaction_status"),
     path("mpesa/b2c/v3/paymentrequest", views.b2c_v3, name="b2c"),
     path("mpesa/b2c/v1/paymentrequest", views.b2c_v1, name="b2c_v1"),
+    path("pulltransactions/v1/register", views.pull_register, name="pull_register"),
+    path("pulltransactions/v1/query", views.pull_query, name="pull_query"),
     # Anything else under the mount answers like Daraja does for an unknown path.
     re_path(r"^.+$", views.not_found, name="not_found"),
 ]

@@ -9,7 +9,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.csrf import csrf_exempt
 
-from . import results, stk
+from . import pull, results, stk
 from .credentials import CERTIFICATE_PATH, DEFAULT_INITIATOR_NAME, bearer_is_valid, oauth_generate
 from .ids import request_id
 from .outcomes import RESULT_OUTCOMES, STK_OUTCOMES
@@ -22,6 +22,8 @@ ENDPOINTS = [
     ("POST", "mpesa/reversal/v1/request", "Reversal; Result to ResultURL"),
     ("POST", "mpesa/transactionstatus/v1/query", "Transaction Status; Result to ResultURL"),
     ("POST", "mpesa/b2c/v3/paymentrequest", "B2C (also /mpesa/b2c/v1/paymentrequest); Result to ResultURL"),
+    ("POST", "pulltransactions/v1/register", "Pull Transactions: register the shortcode (1000, then 1001)"),
+    ("POST", "pulltransactions/v1/query", "Pull Transactions: C2B payments of a window of at most 48 h"),
 ]
 
 
@@ -92,6 +94,8 @@ reversal = daraja_api(results.reversal)
 transaction_status = daraja_api(results.transaction_status)
 b2c_v3 = daraja_api(lambda body: results.b2c(body, version=3))
 b2c_v1 = daraja_api(lambda body: results.b2c(body, version=1))
+pull_register = daraja_api(pull.register)
+pull_query = daraja_api(pull.query)
 
 
 @csrf_exempt
