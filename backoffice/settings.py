@@ -339,7 +339,12 @@ STATEMENT_MISSING_GRACE_MINUTES = env.int("STATEMENT_MISSING_GRACE_MINUTES", def
 STATEMENT_IMPORT_MAX_BYTES = env.int("STATEMENT_IMPORT_MAX_BYTES", default=100 * 1024 * 1024)
 # Daraja Pull Transactions (for shortcodes registered for it): every MPESA_PULL_INTERVAL_MINUTES the last
 # MPESA_PULL_LOOKBACK_HOURS of C2B transactions are pulled into the statement store (Daraja keeps 48 h).
-MPESA_PULL_TRANSACTIONS_ENABLED = env.bool("MPESA_PULL_TRANSACTIONS_ENABLED", default=_SIMULATOR)
+# An empty value (as in .env.example) means the default: on with the simulator, off otherwise.
+MPESA_PULL_TRANSACTIONS_ENABLED = (
+    env.bool("MPESA_PULL_TRANSACTIONS_ENABLED")
+    if env.str("MPESA_PULL_TRANSACTIONS_ENABLED", default="")
+    else _SIMULATOR
+)
 MPESA_PULL_INTERVAL_MINUTES = env.int("MPESA_PULL_INTERVAL_MINUTES", default=15)
 MPESA_PULL_LOOKBACK_HOURS = env.int("MPESA_PULL_LOOKBACK_HOURS", default=3)
 # The Safaricom number registered with the shortcode for Pull Transactions (register once).
@@ -563,6 +568,37 @@ UNFOLD = {
                         "link": reverse_lazy("admin:payments_callbackinbox_changelist"),
                         "badge": "payments.admin.inbox_attention_badge",
                         "permission": may_view("payments.callbackinbox"),
+                    },
+                ],
+            },
+            {
+                "title": "Reconciliation",
+                "separator": True,
+                "items": [
+                    {
+                        "title": "Statement imports",
+                        "icon": "upload_file",
+                        "link": reverse_lazy("admin:statements_statementimport_changelist"),
+                        "permission": may_view("statements.statementimport"),
+                    },
+                    {
+                        "title": "Statement lines",
+                        "icon": "receipt_long",
+                        "link": reverse_lazy("admin:statements_statementline_changelist"),
+                        "permission": may_view("statements.statementline"),
+                    },
+                    {
+                        "title": "Reconciliation runs",
+                        "icon": "balance",
+                        "link": reverse_lazy("admin:statements_reconciliationrun_changelist"),
+                        "permission": may_view("statements.reconciliationrun"),
+                    },
+                    {
+                        "title": "Reconciliation exceptions",
+                        "icon": "rule_settings",
+                        "link": reverse_lazy("admin:statements_reconciliationitem_changelist"),
+                        "badge": "statements.admin.open_exceptions_badge",
+                        "permission": may_view("statements.reconciliationitem"),
                     },
                 ],
             },

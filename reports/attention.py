@@ -1,6 +1,6 @@
 """What needs a person now: each item counts rows in one state and links to the admin list filtered to them.
 
-Shown on the dashboard (zero as "all clear", never hidden) and, later, in report emails and alerts.
+Shown on the dashboard (zero as "all clear", never hidden), in report emails and in alerts.
 """
 
 import datetime as dt
@@ -15,6 +15,7 @@ from django_q.models import Failure
 from notifications.models import Notification, NotificationStatus
 from payments.models import CallbackInbox, InboxStatus, Payment, PaymentStatus, Refund, RefundStatus
 from payments.selectors import inbox_gave_up, payments_receipt_pending
+from statements.selectors import open_items, payments_missing_from_statement
 
 FAILED_TASKS_WINDOW = dt.timedelta(hours=24)
 UNDELIVERABLE = (NotificationStatus.FAILED, NotificationStatus.REJECTED)
@@ -45,6 +46,29 @@ class _Source:
 
 def _failed_tasks() -> QuerySet[Failure]:
     return Failure.objects.filter(stopped__gte=timezone.now() - FAILED_TASKS_WINDOW)
+
+
+# The statement's two items: what we counted that the statement does not show (read by the alert rule of
+# the same name too), and the reconciliation exceptions still open.
+MISSING_FROM_STATEMENT = _Source(
+    "missing_from_statement",
+    "Completed but not on the statement",
+    "Paid M-Pesa payments in a period an imported M-PESA statement covers, with no line on it.",
+    payments_missing_from_statement,
+    "admin:statements_reconciliationitem_changelist",
+    {"kind__exact": "missing_from_statement", "status": "open"},
+    "statements.view_reconciliationitem",
+    "danger",
+)
+OPEN_EXCEPTIONS = _Source(
+    "reconciliation_exceptions",
+    "Open reconciliation exceptions",
+    "Differences between the M-PESA statement and our records: attach, mark as expected or refund.",
+    open_items,
+    "admin:statements_reconciliationitem_changelist",
+    {"status": "open"},
+    "statements.view_reconciliationitem",
+)
 
 
 SOURCES = (
@@ -142,6 +166,8 @@ SOURCES = (
         {},
         "django_q.view_failure",
     ),
+    MISSING_FROM_STATEMENT,
+    OPEN_EXCEPTIONS,
 )
 
 

@@ -156,6 +156,7 @@ class AlertKind(models.TextChoices):
     TASK_FAILURES = "task_failures", "Background task failures"
     QUEUE_BACKLOG = "queue_backlog", "Task queue not draining"
     NOTIFICATION_FAILURES = "notification_failures", "SMS / email failures"
+    MISSING_FROM_STATEMENT = "missing_from_statement", "Completed but not on the statement"
 
 
 class AlertRule(models.Model):

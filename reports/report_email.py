@@ -1,8 +1,9 @@
 """What a finance report says, and the email (or HTML page) that says it.
 
 Every figure comes from reports.selectors (the summary of the period and of the one before it, the
-dashboard's KPI cards built from them, FORMULAS), the attention counts from reports.attention, and the
-open alerts from the alerts part when it is installed. Nothing here changes state or sends anything:
+dashboard's KPI cards built from them, FORMULAS), the attention counts from reports.attention, what the
+M-PESA statement's reconciliation left open from statements.selectors, and the open alerts from the
+alerts part when it is installed. Nothing here changes state or sends anything:
 reports.report_services does that.
 """
 
@@ -10,12 +11,15 @@ import datetime as dt
 import logging
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from urllib.parse import urlencode
 
 from anymail.message import attach_inline_image
 from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import FieldDoesNotExist
 from django.core.mail import EmailMultiAlternatives
+from django.db.models import Count, Sum
+from django.db.models.functions import Coalesce
 from django.template.loader import render_to_string
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
@@ -25,6 +29,8 @@ from reports.attention import AttentionItem, attention_items
 from reports.dashboard import Kpi, kpis, percent
 from reports.periods import NAIROBI, Period
 from reports.report_periods import comparison_period
+from statements import selectors as statement_selectors
+from statements.models import ItemKind
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +41,7 @@ RATE_TITLES = {
     "order_conversion": "Order conversion",
 }
 MAX_ALERTS = 20
+MAX_MISSING_LISTED = 5
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,43 @@ class ReportFileInfo:
 
 
 @dataclass(frozen=True)
+class MissingPayment:
+    """A completed payment the imported statement does not show, as the report lists it."""
+
+    reference: str
+    phone: str  # masked
+    amount: Decimal
+    completed_at: dt.datetime | None
+    url: str
+
+
+@dataclass(frozen=True)
+class ExceptionCount:
+    kind: str
+    label: str
+    count: int
+    url: str
+
+
+@dataclass(frozen=True)
+class StatementFigures:
+    """What reconciling the M-PESA statement left for a person: every figure from statements.selectors."""
+
+    missing_count: int = 0
+    missing_amount: Decimal = Decimal("0.00")
+    missing: list[MissingPayment] = field(default_factory=list)  # the oldest few
+    open_by_kind: list[ExceptionCount] = field(default_factory=list)
+
+    @property
+    def open_total(self) -> int:
+        return sum(row.count for row in self.open_by_kind)
+
+    @property
+    def missing_more(self) -> int:
+        return self.missing_count - len(self.missing)
+
+
+@dataclass(frozen=True)
 class ReportFigures:
     period: Period
     previous_period: Period
@@ -67,6 +111,7 @@ class ReportFigures:
     alerts: list[OpenAlert]
     generated_at: dt.datetime
     formulas: dict = field(default_factory=lambda: selectors.FORMULAS)
+    statement: StatementFigures = field(default_factory=StatementFigures)
 
     @property
     def rates(self) -> list[dict]:
@@ -140,6 +185,41 @@ def open_alerts_for_report(limit: int = MAX_ALERTS) -> list[OpenAlert]:
     return found
 
 
+def statement_figures(limit: int = MAX_MISSING_LISTED) -> StatementFigures:
+    """Completed but not on the statement (count, amount, the oldest few), and the open reconciliation
+    exceptions by kind, each with its admin link."""
+    missing = statement_selectors.payments_missing_from_statement()
+    found = missing.aggregate(count=Count("pk"), amount=Sum(Coalesce("paid_amount", "amount")))
+    listed = [
+        MissingPayment(
+            reference=payment.order.reference,
+            phone=payment.masked_phone,
+            amount=payment.paid_amount if payment.paid_amount is not None else payment.amount,
+            completed_at=payment.completed_at,
+            url=absolute_url(reverse("admin:payments_payment_change", args=[payment.pk])),
+        )
+        for payment in missing.select_related("order").order_by("completed_at", "pk")[:limit]
+    ]
+    exceptions = reverse("admin:statements_reconciliationitem_changelist")
+    labels = dict(ItemKind.choices)
+    open_by_kind = [
+        ExceptionCount(
+            kind=kind,
+            label=labels.get(kind, kind),
+            count=count,
+            url=absolute_url(f"{exceptions}?{urlencode({'kind__exact': kind, 'status': 'open'})}"),
+        )
+        for kind, count in statement_selectors.open_items_by_kind().items()
+        if count
+    ]
+    return StatementFigures(
+        missing_count=found["count"],
+        missing_amount=found["amount"] or Decimal("0.00"),
+        missing=listed,
+        open_by_kind=open_by_kind,
+    )
+
+
 def report_figures(
     period: Period,
     filters: selectors.Filters = selectors.NO_FILTERS,
@@ -160,6 +240,7 @@ def report_figures(
         attention=attention,
         alerts=open_alerts_for_report(),
         generated_at=timezone.now(),
+        statement=statement_figures(),
     )
 
 

@@ -21,6 +21,7 @@ from payments.services.queries import (
 )
 from payments.services.results import payment_apply_result, payment_receipt_enter
 from payments.services.review import ReviewOutcome, payment_review_resolve
+from payments.services.statement import payment_receipt_from_statement, payment_statement_attach
 
 __all__ = [
     "ReviewOutcome",
@@ -35,8 +36,10 @@ __all__ = [
     "payment_query_requested",
     "payment_query_status",
     "payment_receipt_enter",
+    "payment_receipt_from_statement",
     "payment_retry",
     "payment_review_resolve",
+    "payment_statement_attach",
     "query_throttle_acquire",
     "stk_callback_apply",
 ]

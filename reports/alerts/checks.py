@@ -10,9 +10,11 @@ import datetime as dt
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from urllib.parse import urlencode
 
-from django.db.models import Count, Max, Min, Q
+from django.db.models import Count, Max, Min, Q, Sum
+from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django_q.brokers import get_broker
 from django_q.brokers.orm import ORM
@@ -24,6 +26,7 @@ from payments.models import FailureClass
 from reports import attention, selectors
 from reports.dashboard import percent
 from reports.models import AlertKind, AlertRule
+from statements.selectors import payments_missing_from_statement
 
 # Failure classes a spike is judged for as a whole: ours or Safaricom's, not the customers'.
 SPIKE_CLASSES = (FailureClass.SYSTEM, FailureClass.CONFIG)
@@ -61,6 +64,9 @@ KIND_HELP = {
     "for a worker. Redis broker: more than `threshold` tasks waiting.",
     AlertKind.NOTIFICATION_FAILURES: "Of the SMS (or emails) tried in the last `window_minutes`, more than "
     "`threshold` failed or are being retried after an error; judged from `min_volume` messages, per channel.",
+    AlertKind.MISSING_FROM_STATEMENT: "At least `min_volume` M-Pesa payments completed on our side in a period "
+    "an imported M-PESA statement covers (STATEMENT_MISSING_GRACE_MINUTES after their completion) with no "
+    "line on it: money we counted that the statement does not show.",
 }
 
 
@@ -421,6 +427,26 @@ def check_notification_failures(rule: AlertRule, evaluation: Evaluation) -> list
     return findings
 
 
+def check_missing_from_statement(rule: AlertRule, evaluation: Evaluation) -> list[Finding]:
+    found = payments_missing_from_statement(now=evaluation.now).aggregate(
+        count=Count("pk"), amount=Sum(Coalesce("paid_amount", "amount")), oldest=Min("completed_at")
+    )
+    count = found["count"]
+    amount = found["amount"] or Decimal("0")
+    figures = {
+        "payments": count,
+        "amount_kes": f"{amount:.2f}",
+        "oldest_completed": _when(found["oldest"]),
+        "min_payments": rule.min_volume,
+        "list": _changelist_url(attention.MISSING_FROM_STATEMENT),
+    }
+    title = (
+        f"{count} completed M-Pesa payment{'s' if count != 1 else ''} (KES {amount:,.2f}) not on the "
+        "imported statement"
+    )
+    return [Finding("", count >= max(rule.min_volume, 1), title, figures)]
+
+
 CHECKS: dict[str, Callable[[AlertRule, Evaluation], list[Finding]]] = {
     AlertKind.SUCCESS_RATE: check_success_rate,
     AlertKind.CALLBACK_SILENCE: check_callback_silence,
@@ -430,5 +456,6 @@ CHECKS: dict[str, Callable[[AlertRule, Evaluation], list[Finding]]] = {
     AlertKind.TASK_FAILURES: check_task_failures,
     AlertKind.QUEUE_BACKLOG: check_queue_backlog,
     AlertKind.NOTIFICATION_FAILURES: check_notification_failures,
+    AlertKind.MISSING_FROM_STATEMENT: check_missing_from_statement,
 }
 assert set(CHECKS) == set(AlertKind.values) == set(KIND_HELP)

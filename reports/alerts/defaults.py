@@ -1,4 +1,5 @@
-"""The alert rules a new installation starts with (created by reports/migrations/0002_alerts.py).
+"""The alert rules a new installation starts with (created by reports/migrations/0002_alerts.py; the
+statement rule by 0003_missing_from_statement_alert.py, for installations made before it).
 
 The thresholds most deployments tune come from the environment (ALERT_WINDOW_MINUTES, ALERT_MIN_ATTEMPTS,
 ALERT_SUCCESS_FLOOR, ALERT_TECHNICAL_FLOOR, ALERT_CALLBACK_SILENCE_MINUTES) when the rules are created;
@@ -93,6 +94,14 @@ def default_rules() -> list[dict]:
             "threshold": 0.25,
             "remind_after_minutes": 240,
             "resolve_after_minutes": 15,
+            "sms": False,
+        },
+        {
+            "name": "Completed but not on the statement",
+            "kind": "missing_from_statement",
+            "min_volume": 1,
+            "remind_after_minutes": 24 * 60,
+            "resolve_after_minutes": 5,
             "sms": False,
         },
     ]

@@ -271,6 +271,10 @@ LABELS = {
     "query_share": "Settled by STK Query (share)",
     "top_codes": "Result codes",
     "by_function": "By task",
+    "payments": "Payments not on the statement",
+    "amount_kes": "Amount (KES)",
+    "oldest_completed": "Oldest completed at",
+    "min_payments": "Fires from (payments)",
     "list": "Admin list",
 }
 

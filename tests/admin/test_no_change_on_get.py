@@ -6,6 +6,7 @@ bulk action through the changelist, is requested with GET, also with crafted par
 link would carry. Not one row of any table may change, and nothing may be sent to Daraja.
 """
 
+import io
 import json
 
 import pytest
@@ -16,6 +17,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.test import Client, RequestFactory
 from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
 
 from notifications.models import Notification
 from payments import refunds, services
@@ -29,8 +31,11 @@ from payments.models import (
     Refund,
     RefundStatus,
 )
+from statements.imports import statement_import
+from statements.models import ImportSource, ItemKind, ItemStatus, ReconciliationItem
 from tests.conftest import stk_callback
 from tests.payments.refunds_support import FakeResultApis, pay
+from tests.statements.statement_files import customer_payment, statement_csv
 
 # What a forged link would add: everything the dialogs' forms ask for.
 CRAFTED = {
@@ -80,6 +85,8 @@ def world(fake_daraja, place_order, admin_user, client, settings, django_capture
         refunds.refund_approve(refund_id=Refund.objects.latest("pk").pk, actor=_second_approver())
         callback(stk_callback("ws_CO_NOBODY0000000001", receipt="SGR7ORPHAN"))  # unmatched success
         CallbackInbox.objects.create(kind="stk_callback", status=InboxStatus.FAILED, body="{}", attempts=1)
+        _import_statement(paid)  # a statement line matched, one nobody recorded: an open exception
+    assert ReconciliationItem.objects.filter(kind=ItemKind.UNRECORDED_LINE, status=ItemStatus.OPEN).exists()
     assert Payment.objects.filter(status=PaymentStatus.NEEDS_REVIEW).exists()
     assert Payment.objects.filter(receipt_pending=True).exists()
     assert Refund.objects.filter(status=RefundStatus.UNKNOWN).exists()
@@ -88,6 +95,20 @@ def world(fake_daraja, place_order, admin_user, client, settings, django_capture
     assert Notification.objects.exists()
     assert initiated.checkout_request_id
     return result_apis
+
+
+def _import_statement(paid: Payment) -> None:
+    at = timezone.localtime(paid.completed_at)
+    lines = [
+        customer_payment(paid.mpesa_receipt_number, paid.amount, at=at),
+        customer_payment("SGR7PAYBL01", 750, at=at, other_party="254708374149 - MARY WANJIKU"),
+    ]
+    statement_import(
+        fileobj=io.BytesIO(statement_csv(lines)),
+        file_name="statement.csv",
+        actor=None,
+        source=ImportSource.COMMAND,
+    )
 
 
 def _second_approver():
@@ -163,6 +184,9 @@ def test_no_admin_action_changes_anything_on_get(world, admin_client, fake_daraj
         "resend",
         "cancel",
         "request_refund",
+        "import",
+        "mark_expected",
+        "attach_payment",
     } <= names, names
     before = snapshot()
     calls_before = len(fake_daraja.mock.calls)

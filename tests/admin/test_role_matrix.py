@@ -48,6 +48,7 @@ from payments.models import (
 from reports.alerts.services import alert_acknowledge, alert_resolve
 from reports.models import Alert, AlertRule, ReportSubscription
 from reports.report_services import report_subscription_save, report_subscription_send_now
+from statements.models import ItemKind, ReconciliationItem
 from tests.admin.test_no_change_on_get import CRAFTED, snapshot, world  # noqa: F401 (the fixture)
 from tests.payments.refunds_support import pay
 
@@ -118,6 +119,7 @@ def scene(world, people, place_order, django_capture_on_commit_callbacks):  # no
         "alert": alert,
         "subscription": subscription,
         "token": ApiToken.objects.order_by("pk").first(),
+        "unrecorded": ReconciliationItem.objects.get(kind=ItemKind.UNRECORDED_LINE),
     }
 
 
@@ -349,6 +351,16 @@ def test_every_role_may_use_exactly_what_its_permissions_grant_in_the_admin(walk
     assert may(MANAGER, "reports_alert_resolve", scene["alert"])
     assert may(MANAGER, "reports_reportsubscription_send_now", scene["subscription"])
     assert not may(MANAGER, "backoffice_apitoken_revoke", scene["token"])
+    assert may(MANAGER, "statements_statementimport_import_statement")
+    assert may(MANAGER, "statements_reconciliationitem_mark_expected", scene["unrecorded"])
+    assert may(MANAGER, "statements_reconciliationitem_attach_payment", scene["unrecorded"])
+    assert not may(
+        MANAGER, "statements_reconciliationitem_open_refund", scene["unrecorded"]
+    )  # not paid twice
+    assert may(OPERATOR, "statements_reconciliationitem_changelist")
+    assert not may(OPERATOR, "statements_statementimport_import_statement")
+    assert not may(OPERATOR, "statements_reconciliationitem_mark_expected", scene["unrecorded"])
+    assert not may(VIEWER, "statements_statementline_changelist")
     # The Auditor reads and exports (full exports are theirs), and does nothing else.
     acted = [
         key
