@@ -58,6 +58,7 @@ from statements.matching import (
     period_lines,
 )
 from statements.models import (
+    ImportSource,
     ItemKind,
     ItemStatus,
     LineKind,
@@ -89,6 +90,7 @@ class Period:
     shortcode: str
     start: dt.datetime
     end: dt.datetime
+    pulled: bool = False  # a Pull Transactions window: customer payments only
 
     @property
     def lines(self) -> dict:
@@ -108,13 +110,20 @@ class Period:
             methods.append(RefundMethod.B2C)
         return methods
 
-    def covered(self) -> tuple[dt.datetime, dt.datetime] | None:
+    def covered(self, *, money_out: bool = False) -> tuple[dt.datetime, dt.datetime] | None:
         """Completion times whose line must be on the statement by now: the period (and the grace before
-        it), as far as this period and every imported statement of the shortcode reach, less the grace."""
+        it), as far as this period and every imported statement of the shortcode reach, less the grace.
+
+        With `money_out`, only statement files count: Pull Transactions lists customer payments (C2B)
+        alone, so a pulled window says nothing about reversals and B2C payments.
+        """
         grace = dt.timedelta(minutes=settings.STATEMENT_MISSING_GRACE_MINUTES)
-        reach = StatementImport.objects.filter(shortcode=self.shortcode).aggregate(
-            first=Min("period_start"), last=Max("period_end")
-        )
+        if money_out and self.pulled:
+            return None
+        imports = StatementImport.objects.filter(shortcode=self.shortcode)
+        if money_out:
+            imports = imports.exclude(source=ImportSource.PULL)
+        reach = imports.aggregate(first=Min("period_start"), last=Max("period_end"))
         covered_from = min(self.start, reach["first"] or self.start)
         covered_until = max(self.end, reach["last"] or self.end)
         low, high = max(self.start - grace, covered_from), min(self.end, covered_until - grace)
@@ -136,7 +145,7 @@ def missing_payments(period: Period) -> QuerySet:
 
 
 def refunds_missing(period: Period) -> QuerySet:
-    covered = period.covered()
+    covered = period.covered(money_out=True)
     if not period.refund_methods or covered is None:
         return Refund.objects.none()
     return Refund.objects.filter(
@@ -317,12 +326,13 @@ def exception_scope(period: Period) -> Q:
             payment__completed_at__gte=covered[0],
             payment__completed_at__lte=covered[1],
         )
-    if covered is not None and period.refund_methods:
+    refunds_covered = period.covered(money_out=True)
+    if refunds_covered is not None and period.refund_methods:
         scope |= Q(
             kind=ItemKind.REFUND_WITHOUT_LINE,
             refund__method__in=period.refund_methods,
-            refund__completed_at__gte=covered[0],
-            refund__completed_at__lte=covered[1],
+            refund__completed_at__gte=refunds_covered[0],
+            refund__completed_at__lte=refunds_covered[1],
         )
     scope |= Q(kind=ItemKind.DOUBLE_PAYMENT) & _in_examined_orders(period, "payment__order_id")
     return scope
@@ -444,7 +454,12 @@ def reconcile(
         raise ReconciliationError("Which shortcode's statement? None was given.", field="shortcode")
     if period_end < period_start:
         raise ReconciliationError("The period ends before it starts.", field="period_end")
-    period = Period(shortcode=shortcode, start=period_start, end=period_end)
+    period = Period(
+        shortcode=shortcode,
+        start=period_start,
+        end=period_end,
+        pulled=statement_import is not None and statement_import.source == ImportSource.PULL,
+    )
     run = ReconciliationRun.objects.create(
         shortcode=shortcode,
         period_start=period_start,

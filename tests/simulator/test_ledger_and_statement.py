@@ -1,4 +1,5 @@
 import csv
+import datetime as dt
 import io
 import threading
 from datetime import datetime
@@ -254,9 +255,34 @@ def test_command_covers_a_range_of_days(tmp_path):
     assert rows[5:] == []
 
 
+def test_command_takes_today_and_yesterday_as_dates(tmp_path):
+    today = nairobi_now().date()
+    out = io.StringIO()
+
+    call_command(
+        "simulator_statement",
+        "--date",
+        "yesterday",
+        "--to",
+        "today",
+        "--output",
+        str(tmp_path / "s.csv"),
+        stdout=out,
+    )
+
+    rows = list(csv.reader(io.StringIO((tmp_path / "s.csv").read_text(encoding="utf-8"))))
+    first, last = today - dt.timedelta(days=1), today
+    assert rows[2] == ["Time Period:", f"From {first:%d-%m-%Y} 00:00:00 To {last:%d-%m-%Y} 23:59:59"]
+
+
 @pytest.mark.parametrize(
     "options",
-    [{"paybill": ["0712345678:500"]}, {"paybill": ["254712345678:10.50"]}, {"date": "06-12-2026"}],
+    [
+        {"paybill": ["0712345678:500"]},
+        {"paybill": ["254712345678:10.50"]},
+        {"date": "06-12-2026"},
+        {"date": "now"},
+    ],
 )
 def test_command_refuses_bad_input(tmp_path, options):
     with pytest.raises(CommandError):

@@ -8,7 +8,15 @@ import pytest
 from payments.models import Payment, PaymentStatus
 from statements import selectors
 from statements.exceptions import ReconciliationError
-from statements.models import ItemKind, ItemStatus, LineKind, ReconciliationItem, Resolution
+from statements.models import (
+    ImportSource,
+    ItemKind,
+    ItemStatus,
+    LineKind,
+    ReconciliationItem,
+    Resolution,
+    StatementImport,
+)
 from statements.reconciliation import reconcile, reconcile_import
 from statements.resolution import item_mark_expected
 from tests.statements.conftest import DAY_END, DAY_START, at, shortcode
@@ -302,3 +310,25 @@ def test_an_import_without_a_stated_period_covers_its_lines(rows):
 def test_a_period_that_ends_before_it_starts_is_refused(rows):
     with pytest.raises(ReconciliationError):
         reconcile(shortcode=shortcode(), period_start=DAY_END, period_end=DAY_START - dt.timedelta(seconds=1))
+
+
+def test_a_pulled_window_holds_customer_payments_only_so_refunds_are_not_missing_from_it(rows):
+    paid = rows.payment(initiated_at=at(11))
+    rows.refund(paid, completed_at=at(11, 30))
+    pulled = rows.statement()
+    StatementImport.objects.filter(pk=pulled.pk).update(source=ImportSource.PULL)
+    pulled.refresh_from_db()
+    rows.paid_line(pulled, paid)
+
+    reconcile(shortcode=shortcode(), period_start=DAY_START, period_end=DAY_END, statement_import=pulled)
+
+    assert not items(ItemKind.REFUND_WITHOUT_LINE)
+    assert not items(ItemKind.MISSING_FROM_STATEMENT)
+
+    # The portal's statement for the day lists money out too: there the refund's line is missing.
+    reconcile(
+        shortcode=shortcode(), period_start=DAY_START, period_end=DAY_END, statement_import=rows.statement()
+    )
+
+    (missing,) = items(ItemKind.REFUND_WITHOUT_LINE)
+    assert missing.refund.payment == paid

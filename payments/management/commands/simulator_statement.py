@@ -10,10 +10,14 @@ from payments.simulator.validation import MAX_AMOUNT_KES, MIN_AMOUNT_KES, MSISDN
 
 
 def _date(text: str) -> dt.date:
+    """YYYY-MM-DD, or `today` / `yesterday` (Nairobi)."""
+    named = {"today": 0, "yesterday": 1}
+    if text.strip().lower() in named:
+        return nairobi_now().date() - dt.timedelta(days=named[text.strip().lower()])
     try:
         return dt.date.fromisoformat(text)
     except ValueError:
-        raise CommandError(f"Not a date (YYYY-MM-DD): {text!r}") from None
+        raise CommandError(f"Not a date (YYYY-MM-DD, today or yesterday): {text!r}") from None
 
 
 def _paybill(text: str) -> tuple[str, int, str]:
@@ -37,8 +41,10 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--date", help="First day, YYYY-MM-DD (default: today, Nairobi).")
-        parser.add_argument("--to", help="Last day, YYYY-MM-DD (default: --date).")
+        parser.add_argument(
+            "--date", help="First day, YYYY-MM-DD, today or yesterday (default: today, Nairobi)."
+        )
+        parser.add_argument("--to", help="Last day, YYYY-MM-DD, today or yesterday (default: --date).")
         parser.add_argument("--format", choices=statement.FORMATS, default="csv", dest="file_format")
         parser.add_argument(
             "--output", help="File to write (default: statement-<shortcode>-<date>.<format> here)."
