@@ -4,10 +4,11 @@
 - A line whose receipt we do not know has candidates: M-Pesa attempts without a receipt, of the same
   amount, to a number with the digits the statement shows (it masks the middle: "2547*****149"), started
   (Daraja accepted the push) at most STATEMENT_MATCH_WINDOW_MINUTES before the line completed, and with
-  the A/C No. as account reference when both are known. When the line has one candidate and is the only
-  line naming it, and that payment completed on an STK Query with its receipt still pending, the line is
-  that receipt: the statement is the authenticated source that closes "receipt pending". Every other
-  candidate is only a suggestion for staff (an expired attempt, one still open, one under review).
+  the A/C No. as account reference when both are known. When exactly one of a line's candidates completed
+  on an STK Query with its receipt still pending, and no other line names that payment, the line is that
+  receipt: the statement is the authenticated source that closes "receipt pending" (a failed earlier
+  attempt of the same order is no rival: Daraja said which one was paid). Every other candidate is only a
+  suggestion for staff (an expired attempt, one still open, one under review).
 - Money out (reversal and B2C lines) is a refund: by its receipt (the refund's transaction id), or, for a
   succeeded refund whose receipt we never learnt, by what links it when that is unambiguous (the
   reversed payment's receipt and the amount; the phone digits, the amount and the time for B2C).
@@ -158,25 +159,26 @@ def lines_naming_payment(*, shortcode: str) -> QuerySet:
     )
 
 
-def lines_with_candidates(lines: QuerySet) -> QuerySet:
+def lines_with_candidates(lines: QuerySet, *, among: Q | None = None) -> QuerySet:
     """Annotate unmatched customer-payment lines with `candidates` (0, 1, or 2 meaning "more than one")
-    and `candidate_id` (the best)."""
+    and `candidate_id` (the best), counting only the candidates that are `among` when given."""
+    candidates = candidate_payments() if among is None else candidate_payments().filter(among)
     return (
         lines.filter(payment__isnull=True)
         .filter(HAS_PHONE_DIGITS)
         .annotate(
-            candidates=SubqueryCount(candidate_payments().values("pk")[:2]),
-            candidate_id=Subquery(candidate_payments().values("pk")[:1]),
+            candidates=SubqueryCount(candidates.values("pk")[:2]),
+            candidate_id=Subquery(candidates.values("pk")[:1]),
         )
     )
 
 
-def unique_candidates(
-    lines: QuerySet, *, shortcode: str, payments: QuerySet | None = None
-) -> list[tuple[int, int]]:
-    """(line pk, payment pk) for lines whose only candidate (among `payments`) no other line names."""
-    single = dict(lines_with_candidates(lines).filter(candidates=1).values_list("pk", "candidate_id"))
-    payments = Payment.objects.all() if payments is None else payments
+def unique_candidates(lines: QuerySet, *, shortcode: str, among: Q | None = None) -> list[tuple[int, int]]:
+    """(line pk, payment pk) for lines with one candidate `among` those given, which no other line names."""
+    single = dict(
+        lines_with_candidates(lines, among=among).filter(candidates=1).values_list("pk", "candidate_id")
+    )
+    payments = Payment.objects.all() if among is None else Payment.objects.filter(among)
     named_once: set[int] = set()
     candidates = sorted(set(single.values()))
     # Asked from the payment's side, a chunk of payments per query (not once per line).
@@ -215,8 +217,11 @@ def fill_pending_receipts(
 ) -> int:
     """Lines that are, unambiguously, the payment of an attempt completed with its receipt pending."""
     lines = customer_payment_lines(shortcode=shortcode, period_start=period_start, period_end=period_end)
-    pending = Payment.objects.filter(status__in=PAID_STATUSES, receipt_pending=True)
-    pairs = unique_candidates(lines, shortcode=shortcode, payments=pending)
+    # Only the attempts Daraja said were paid compete for a line here: beside a retry completed on an STK
+    # Query, the order's failed attempt of the same amount and number is no rival (were it paid too, the
+    # statement would show a second line, and that one is listed for staff).
+    pending = Q(status__in=PAID_STATUSES, receipt_pending=True)
+    pairs = unique_candidates(lines, shortcode=shortcode, among=pending)
     found = {
         pk: (receipt, paid_in, completed_at)
         for pk, receipt, paid_in, completed_at in StatementLine.objects.filter(

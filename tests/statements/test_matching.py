@@ -151,6 +151,21 @@ def test_two_payments_that_fit_are_left_to_staff(rows):
     assert fresh(first).receipt_pending and fresh(second).receipt_pending
 
 
+def test_a_retry_completed_on_a_query_takes_the_line_beside_its_failed_first_attempt(rows):
+    statement = rows.statement()
+    order = rows.order()
+    failed = rows.payment(order=order, status=PaymentStatus.FAILED, initiated_at=at(9, 0))
+    retry = rows.payment(order=order, receipt_pending=True, initiated_at=at(9, 2))
+    line = rows.masked_line(statement, completed_at=at(9, 3))
+
+    counts = match()
+
+    assert counts.receipts_filled == 1
+    assert fresh(line).payment == retry
+    assert fresh(retry).mpesa_receipt_number == line.receipt
+    assert fresh(failed).status == PaymentStatus.FAILED and fresh(failed).mpesa_receipt_number is None
+
+
 def test_a_payment_two_lines_fit_is_left_to_staff(rows):
     statement = rows.statement()
     payment = rows.payment(receipt_pending=True)

@@ -1,5 +1,6 @@
 """Demo data for the embedded default: staff logins (one per role), a catalogue, a storefront API token."""
 
+import datetime as dt
 from decimal import Decimal
 from pathlib import Path
 
@@ -12,9 +13,11 @@ from tqdm import tqdm
 
 from backoffice import roles
 from backoffice.demo_history import HistoryWriter, history_present
+from backoffice.demo_statement import statement_history
 from backoffice.models import ApiScope
 from backoffice.services import api_token_issue
 from orders.models import Product
+from reports.periods import NAIROBI
 
 PRODUCTS = [
     ("DEMO-001", "Test item", "A one-shilling-scale item for trying payments.", Decimal("10.00")),
@@ -82,9 +85,16 @@ class Command(BaseCommand):
             counts = writer.run(days=days, attempts=attempts, progress=bar.update)
         with connection.cursor() as cursor:
             cursor.execute("ANALYZE")  # fresh statistics, so the planner uses the report indexes
+        first_day = writer.now.astimezone(NAIROBI).date() - dt.timedelta(days=days - 1)
+        statement = statement_history(
+            owner=storefront,
+            start=dt.datetime.combine(first_day, dt.time(0), tzinfo=NAIROBI),
+            end=writer.now,
+        )
         self.stdout.write(
             f"Demo history: {days} days, {counts.orders:,} orders, {counts.attempts:,} payment attempts, "
-            f"{counts.events:,} events, {counts.refunds:,} refunds."
+            f"{counts.events:,} events, {counts.refunds:,} refunds, {statement.lines_new:,} statement lines "
+            "(imported and reconciled)."
         )
 
     @transaction.atomic
