@@ -107,18 +107,32 @@ def customer_payment(
     )
 
 
+def _paid_out(receipt: str, amount, at: dt.datetime | None, **fields) -> dict:
+    """A line of money out (withdrawn, nothing paid in, no A/C No.); `fields` fill or replace the rest."""
+    return line(
+        **{
+            "receipt": receipt,
+            "completed_at": at or nairobi(),
+            "paid_in": "",
+            "withdrawn": Decimal(amount),
+            "account": "",
+            **fields,
+        }
+    )
+
+
 def charge(receipt: str, amount, *, at: dt.datetime | None = None, **fields) -> dict:
     """The charge for a transaction: the same receipt as the transaction, money out."""
-    return line(
-        receipt=receipt,
-        completed_at=at or nairobi(),
-        paid_in="",
-        withdrawn=Decimal(amount),
-        reason_type="Business Pay Bill Charge",
-        details="Pay Bill Online Charge",
-        other_party="",
-        account="",
-        **fields,
+    return _paid_out(
+        receipt,
+        amount,
+        at,
+        **{
+            "reason_type": "Business Pay Bill Charge",
+            "details": "Pay Bill Online Charge",
+            "other_party": "",
+            **fields,
+        },
     )
 
 
@@ -130,45 +144,40 @@ def b2c_payment(
     other_party: str = "254708374149 - JOHN DOE",
     **fields,
 ) -> dict:
-    return line(
-        receipt=receipt,
-        completed_at=at or nairobi(),
-        paid_in="",
-        withdrawn=Decimal(amount),
-        reason_type="Business Payment to Customer via API",
-        details=f"Business Payment to {other_party}",
-        other_party=other_party,
-        account="",
-        **fields,
+    return _paid_out(
+        receipt,
+        amount,
+        at,
+        **{
+            "reason_type": "Business Payment to Customer via API",
+            "details": f"Business Payment to {other_party}",
+            "other_party": other_party,
+            **fields,
+        },
     )
 
 
 def reversal(receipt: str, amount, *, linked: str, at: dt.datetime | None = None, **fields) -> dict:
     """A customer payment reversed: money out, linked to the payment's receipt."""
-    return line(
-        receipt=receipt,
-        completed_at=at or nairobi(),
-        paid_in="",
-        withdrawn=Decimal(amount),
-        reason_type="Reversal",
-        details=f"Reversal for {linked}",
-        linked=linked,
-        account="",
-        **fields,
+    return _paid_out(
+        receipt,
+        amount,
+        at,
+        **{"reason_type": "Reversal", "details": f"Reversal for {linked}", "linked": linked, **fields},
     )
 
 
 def transfer(receipt: str, amount, *, at: dt.datetime | None = None, **fields) -> dict:
-    return line(
-        receipt=receipt,
-        completed_at=at or nairobi(),
-        paid_in="",
-        withdrawn=Decimal(amount),
-        reason_type="Utility Account to Working Account",
-        details="Funds moved to Working Account",
-        other_party="174379 - ACME LTD",
-        account="",
-        **fields,
+    return _paid_out(
+        receipt,
+        amount,
+        at,
+        **{
+            "reason_type": "Utility Account to Working Account",
+            "details": "Funds moved to Working Account",
+            "other_party": "174379 - ACME LTD",
+            **fields,
+        },
     )
 
 
