@@ -1,5 +1,6 @@
 import datetime as dt
 import importlib
+import io
 import json
 import logging
 import sys
@@ -10,6 +11,7 @@ from decimal import Decimal
 import pytest
 import requests
 import responses
+from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from statements.models import ImportSource, LineKind, ReconciliationRun, StatementImport, StatementLine
@@ -291,3 +293,62 @@ def test_payments_whose_callbacks_never_came_are_pulled_from_the_simulator(daraj
     imp = StatementImport.objects.get()
     assert imp.source == ImportSource.PULL
     assert ReconciliationRun.objects.get().statement_import == imp  # reconciled, not only stored
+
+
+# --- manage.py pull_statement -----------------------------------------------------------------------------
+def test_the_command_pulls_now_and_prints_the_counts(fake_daraja, pull_enabled, reconcile_calls):
+    serve(fake_daraja, page(pulled_row("QKH94M1Z11")), page())
+    out = io.StringIO()
+
+    call_command("pull_statement", "--hours", "2", stdout=out)
+
+    counts = json.loads(out.getvalue())
+    assert (counts["pulled"], counts["new"], counts["errors"]) == (1, 1, 0)
+    assert StatementLine.objects.get().receipt == "QKH94M1Z11"
+
+
+@pytest.mark.parametrize("hours", ["0", "49"])
+def test_the_command_refuses_a_window_daraja_would_refuse(fake_daraja, pull_enabled, hours):
+    with pytest.raises(CommandError, match="--hours"):
+        call_command("pull_statement", "--hours", hours)
+    assert sent_queries(fake_daraja) == []
+
+
+def test_the_command_says_when_daraja_did_not_answer(fake_daraja, pull_enabled, reconcile_calls):
+    fake_daraja.mock.add(responses.POST, QUERY_URL, status=500, json={"errorCode": "500.003.02"})
+
+    with pytest.raises(CommandError, match="nothing was stored"):
+        call_command("pull_statement", stdout=io.StringIO())
+
+
+def test_the_command_registers_the_shortcode_once(fake_daraja, settings):
+    settings.MPESA_PULL_NOMINATED_NUMBER = "0722000000"
+    fake_daraja.mock.add(
+        responses.POST,
+        f"{settings.MPESA_BASE_URL}/pulltransactions/v1/register",
+        json={
+            "ResponseRefID": "18633-7271215-1",
+            "Response Status": "1001",
+            "ShortCode": settings.MPESA_SHORTCODE,
+            "Response Description": "ShortCode already Registered",
+        },
+    )
+    out = io.StringIO()
+
+    call_command("pull_statement", "--register", "--callback-url", "https://shop.example/pull", stdout=out)
+
+    assert "ShortCode already Registered (1001)" in out.getvalue()
+    [sent] = [json.loads(r.body) for r in fake_daraja.requests_to("/pulltransactions/v1/register")]
+    assert sent == {
+        "ShortCode": settings.MPESA_SHORTCODE,
+        "RequestType": "Pull",
+        "NominatedNumber": "0722000000",
+        "CallBackURL": "https://shop.example/pull",
+    }
+
+
+def test_registering_needs_the_nominated_number(fake_daraja, settings):
+    settings.MPESA_PULL_NOMINATED_NUMBER = ""
+
+    with pytest.raises(CommandError, match="MPESA_PULL_NOMINATED_NUMBER"):
+        call_command("pull_statement", "--register")
