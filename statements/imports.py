@@ -104,7 +104,11 @@ def statement_import(
             new, known = lines_store(statement_import=imported, lines=tally.count(statement.lines()))
             imported.lines_read, imported.lines_new, imported.lines_known = tally.lines, new, known
             imported.period_start = statement.period_start or tally.first
-            imported.period_end = statement.period_end or tally.last
+            # A statement of today, exported before the day ended, says "to 23:59:59": it covers no more
+            # than what had happened when it was read. Payments completed later are not missing from it.
+            imported.period_end = min(
+                statement.period_end or tally.last or imported.created_at, imported.created_at
+            )
             imported.summary = tally.summary()
             earlier = (
                 StatementImport.objects.filter(file_sha256=file_sha256, shortcode=shortcode)

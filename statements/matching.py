@@ -88,6 +88,11 @@ def money_out_lines(**period) -> QuerySet:
     return period_lines(**period).filter(kind__in=MONEY_OUT_KINDS)
 
 
+# The statement gives whole seconds, and Safaricom's clock is not ours: a push we recorded as accepted a
+# moment after the line says the customer paid is still that payment.
+CLOCK_SLACK = dt.timedelta(seconds=60)
+
+
 def match_window() -> dt.timedelta:
     return dt.timedelta(minutes=settings.STATEMENT_MATCH_WINDOW_MINUTES)
 
@@ -111,8 +116,8 @@ def candidate_payments() -> QuerySet:
 
     Attempts with a receipt are out: their receipt would have matched the line if it were theirs.
     """
-    completed = OuterRef("completed_at")
-    earliest = _shifted(completed, -match_window())
+    earliest = _shifted(OuterRef("completed_at"), -match_window())
+    completed = _shifted(OuterRef("completed_at"), CLOCK_SLACK)
     return (
         Payment.objects.alias(
             phone_length=Length("phone"),
@@ -152,7 +157,7 @@ def lines_naming_payment(*, shortcode: str) -> QuerySet:
         .filter(
             shortcode=shortcode,
             paid_in=OuterRef("amount"),
-            completed_at__gte=started,
+            completed_at__gte=_shifted(started, -CLOCK_SLACK),
             completed_at__lte=_shifted(started, match_window()),
         )
         .filter(Exists(candidate_payments().filter(pk=OuterRef(OuterRef("pk")))))
@@ -285,7 +290,7 @@ def candidate_b2c_refunds() -> QuerySet:
             status__in=SETTLED_REFUND_STATUSES,
             transaction_id="",
             amount=OuterRef("withdrawn"),
-            submitted_at__lte=completed,
+            submitted_at__lte=_shifted(completed, CLOCK_SLACK),
             completed_at__gte=_shifted(completed, -match_window()),
         )
         .filter(_phone_fits("payment__phone"))

@@ -41,7 +41,7 @@ def test_a_manager_imports_a_statement_and_marks_the_unrecorded_payment_as_expec
                 customer_payment(
                     "SGR7PAYBL01",
                     Decimal("750"),
-                    at=at + dt.timedelta(minutes=2),
+                    at=at - dt.timedelta(minutes=2),
                     other_party="254712345678 - MARY WANJIKU",
                 ),
             ],

@@ -72,7 +72,7 @@ def _statement(paid: Payment, *extra: dict) -> bytes:
 
 
 def _paybill_line(paid: Payment, *, receipt: str = "SGR7PAYBL01", amount: str = "750") -> dict:
-    at = timezone.localtime(paid.completed_at) + dt.timedelta(minutes=3)
+    at = timezone.localtime(paid.completed_at) - dt.timedelta(minutes=3)
     return customer_payment(receipt, Decimal(amount), at=at, other_party=f"{PAYBILL_PHONE} - MARY WANJIKU")
 
 

@@ -9,6 +9,7 @@ from decimal import Decimal
 from types import SimpleNamespace
 
 import pytest
+import time_machine
 from django.contrib.auth.models import Permission
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -248,14 +249,25 @@ def test_without_a_stated_period_the_lines_span_it(importer):
     imported = upload(statement_csv(lines, preamble=False), actor=importer)
     assert (imported.period_start, imported.period_end) == (nairobi(day=3, hour=9), nairobi(day=5, hour=17))
 
-    stated = upload(
-        statement_csv(lines, period=(nairobi(day=1, hour=0, minute=0, second=0), nairobi(day=7))),
-        actor=importer,
-    )
+    with time_machine.travel(nairobi(day=20), tick=False):
+        stated = upload(
+            statement_csv(lines, period=(nairobi(day=1, hour=0, minute=0, second=0), nairobi(day=7))),
+            actor=importer,
+        )
     assert (stated.period_start, stated.period_end) == (
         nairobi(day=1, hour=0, minute=0, second=0),
         nairobi(day=7),
     )
+
+
+def test_a_statement_of_today_covers_no_more_than_had_happened_when_it_was_imported(importer):
+    lines = [customer_payment("TKA1000001", "10", at=nairobi(hour=9))]
+    day = (nairobi(hour=0, minute=0, second=0), nairobi(hour=23, minute=59, second=59))
+
+    with time_machine.travel(nairobi(hour=14), tick=False):
+        imported = upload(statement_csv(lines, period=day), actor=importer)
+
+    assert (imported.period_start, imported.period_end) == (day[0], nairobi(hour=14))
 
 
 # --- who may import ----------------------------------------------------------------------------------

@@ -118,13 +118,26 @@ def test_a_push_accepted_longer_ago_than_the_window_is_not_a_candidate(rows, set
     settings.STATEMENT_MATCH_WINDOW_MINUTES = 10
     payment = rows.payment(receipt_pending=True, initiated_at=at(9))
     late = rows.masked_line(statement, completed_at=at(9, 10, 1))
-    early = rows.masked_line(statement, completed_at=at(8, 59, 59))
+    # A minute of slack for whole-second statement times and Safaricom's clock, not more.
+    early = rows.masked_line(statement, completed_at=at(8, 58, 59))
 
     match()
 
     assert fresh(late).payment is None
     assert fresh(early).payment is None
     assert fresh(payment).receipt_pending is True
+
+
+def test_a_line_timed_a_moment_before_the_push_was_recorded_is_still_its_payment(rows):
+    # The statement's whole seconds and Safaricom's clock against ours: the line may read 09:00:00 for a
+    # push we recorded as accepted at 09:00:00.7.
+    statement = rows.statement()
+    payment = rows.payment(receipt_pending=True, initiated_at=at(9) + dt.timedelta(milliseconds=700))
+    line = rows.masked_line(statement, completed_at=at(9))
+
+    match()
+
+    assert fresh(line).payment == payment
 
 
 def test_an_attempt_never_initiated_is_timed_by_its_creation(rows):
@@ -290,7 +303,7 @@ def test_a_b2c_refund_without_receipt_is_linked_by_phone_amount_and_time(rows):
         length=12,
     )
     before_sending = rows.line(
-        statement, kind=LineKind.B2C, withdrawn="40", completed_at=at(10, 59), prefix="2547", suffix="149"
+        statement, kind=LineKind.B2C, withdrawn="40", completed_at=at(10, 58, 59), prefix="2547", suffix="149"
     )
 
     match()
