@@ -136,6 +136,11 @@ def banner() -> str:
         "  Then poll the payment (PAYMENT_ID from the response above):",
         "",
         CURL_STATUS.replace("BASE", BASE).replace("TOKEN", bearer),
+        "",
+        "  Close the day: write the simulator's M-PESA statement (with a paybill payment nobody recorded),",
+        "  then import it as manager under Reconciliation > Statement imports:",
+        "",
+        ".venv/bin/python manage.py simulator_statement --paybill 254712345678:750",
         "=" * 78,
         "",
     ]
