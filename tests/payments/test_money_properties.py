@@ -26,7 +26,7 @@ Size of the search (environment variables):
   state (with `pytest -s`), to see what the search covers.
 The defaults take a little over a minute of CPU on a 2-core machine with SQLite (about 0.35 s an
 example); outside CI each run draws new examples. CI (`CI=true`) replays a fixed set instead, so a red run
-is reproducible, and .ci/run asks for 1,500 of them on SQLite. Raise them for a deeper search, e.g.
+is reproducible, and .ci/run asks for 1,000 of them on SQLite. Raise them for a deeper search, e.g.
 `MONEY_PROPERTY_EXAMPLES=3000 .venv/bin/python -m pytest -q tests/payments/test_money_properties.py`.
 A failure prints the shrunk sequence of steps and a seed (`--hypothesis-seed=...`) to replay it.
 """
