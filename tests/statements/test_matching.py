@@ -1,7 +1,6 @@
 """Which payment or refund a statement line is: receipts, then phone digits, amount and time."""
 
 import datetime as dt
-import time
 from decimal import Decimal
 
 import pytest
@@ -367,13 +366,11 @@ def test_matching_is_done_by_the_database_whatever_the_number_of_lines(rows):
             for n, receipt in enumerate(receipts)
         )
         with CaptureQueriesContext(connection) as captured:
-            started = time.monotonic()
             counts = match_lines(
                 shortcode=statement.shortcode,
                 period_start=statement.period_start,
                 period_end=statement.period_end,
             )
-            assert time.monotonic() - started < 10
         assert counts.by_receipt == count
         return len(captured.captured_queries)
 
