@@ -86,6 +86,9 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Database or Redis unreachable (a restart, a failover): 503 with Retry-After, not a 500. Outside the
+    # middleware below, so it also sees what they raise.
+    "common.outage.ServiceUnavailableMiddleware",
     # Inside SecurityMiddleware, so its headers reach the JSON errors too; outside the rest, so it sees
     # their errors (a bad Host from CommonMiddleware, a CSRF refusal).
     "backoffice.middleware.ApiJsonErrorMiddleware",
@@ -149,7 +152,19 @@ DATABASES = {
         env.str("DATABASE_URL", default="") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}"
     )
 }
-DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=0))
+_postgres = DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+# PostgreSQL keeps each web thread's and worker's connection open (a new one costs a process fork on the
+# server and several round trips: bench/README.md measured the trivial API view at a quarter of its speed
+# without reuse), checked before each request so a restarted server costs one failed check, not an error.
+DATABASES["default"].setdefault(
+    "CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=600 if _postgres else 0)
+)
+DATABASES["default"].setdefault(
+    "CONN_HEALTH_CHECKS", env.bool("DATABASE_CONN_HEALTH_CHECKS", default=_postgres)
+)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # An unreachable server fails a request in seconds (common.outage answers 503) instead of hanging.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The web process and the django-q2 cluster share one SQLite file: WAL lets readers run beside the
     # writer, IMMEDIATE takes the write lock at BEGIN (no lock upgrade deadlock), and the timeout waits
@@ -162,7 +177,18 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            # Bounded waits while Redis is down (common.outage answers 503), and one immediate retry on a
+            # new connection, so a pooled connection that a Redis restart closed fails no request.
+            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2, "retry": Retry(NoBackoff(), 1)},
+        }
+    }
 else:
     # Shared by every process on the machine (web, cluster): the Daraja OAuth token lives here. Django's
     # default MAX_ENTRIES (300) would cull live entries (token, throttles, simulator state) under load.
@@ -285,6 +311,13 @@ MPESA_LEGACY_CALLBACK_ENABLED = env.bool(
     "MPESA_LEGACY_CALLBACK_ENABLED", default=MPESA_ENVIRONMENT == "simulator"
 )
 MPESA_CALLBACK_MAX_BYTES = env.int("MPESA_CALLBACK_MAX_BYTES", default=64 * 1024)
+# "worker": a Daraja request is answered once stored, and a django-q2 task applies it (the production
+# topology: Redis delivers the task at once). "request": applied before answering (the embedded default,
+# where SQLite has one writer and the ORM broker is polled). Either way, the inbox sweeper applies a row
+# nobody applied within INBOX_RETRY_AFTER.
+MPESA_CALLBACK_APPLY = env.str("MPESA_CALLBACK_APPLY", default="worker" if REDIS_URL else "request")
+if MPESA_CALLBACK_APPLY not in ("worker", "request"):
+    raise ImproperlyConfigured("MPESA_CALLBACK_APPLY must be 'worker' or 'request'.")
 MPESA_CONNECT_TIMEOUT = env.float("MPESA_CONNECT_TIMEOUT", default=5.0)
 MPESA_READ_TIMEOUT = env.float("MPESA_READ_TIMEOUT", default=20.0)
 MPESA_ACCOUNT_REFERENCE_PREFIX = env.str("MPESA_ACCOUNT_REFERENCE_PREFIX", default="")
@@ -444,6 +477,15 @@ ALERT_CALLBACK_SILENCE_MINUTES = env.int("ALERT_CALLBACK_SILENCE_MINUTES", defau
 
 # Built-in simulator: seconds before it posts a callback.
 SIMULATOR_CALLBACK_DELAY = env.float("SIMULATOR_CALLBACK_DELAY", default=3.0)
+# Built-in simulator under load tests: STK Query answers this late; each API takes at most this many requests a
+# second and answers Spike Arrest past it (0: no limit); a minted token lives this long.
+SIMULATOR_QUERY_LATENCY_MS = env.int("SIMULATOR_QUERY_LATENCY_MS", default=0)
+SIMULATOR_RATE_LIMIT_PER_SECOND = env.int("SIMULATOR_RATE_LIMIT_PER_SECOND", default=0)
+SIMULATOR_TOKEN_SECONDS = env.int("SIMULATOR_TOKEN_SECONDS", default=3600)
+# Requests a second all our processes together send to each Daraja API (0: no limit). Safaricom publishes no
+# figure: put the one agreed for the app, and Spike Arrest (500.003.02) never answers us. A sweep then claims
+# what this lets through until the next sweep, a minute later.
+MPESA_RATE_LIMIT_PER_SECOND = env.int("MPESA_RATE_LIMIT_PER_SECOND", default=0)
 
 # --- Analytics ----------------------------------------------------------------------------------------
 # Figures people look at (dashboard, reports API) are at most this many seconds old; 0 computes every time.

@@ -3,6 +3,8 @@
 import os
 
 os.environ.setdefault("Q_SYNC", "1")
+# Each test's connection closes with it (pytest-django's databases are dropped after the run).
+os.environ.setdefault("DATABASE_CONN_MAX_AGE", "0")
 os.environ.setdefault("SIMULATOR_CALLBACK_DELAY", "0.2")
 # Every test sees the figures of its own data at once (tests of the report cache turn it on).
 os.environ.setdefault("REPORTS_CACHE_SECONDS", "0")

@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
     distinct = args.requests - round(args.requests * args.duplicate_share)
-    with harness.scratch_project(keep=args.keep) as (workdir, env):
+    with harness.scratch_database(postgres=args.postgres, redis=args.redis, keep=args.keep) as (workdir, env):
         from django.urls import reverse
 
         from payments.callback_urls import callback_token

@@ -117,15 +117,63 @@ def scratch_postgres(admin_url: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
+def scratch_redis(url: str) -> Iterator[str]:
+    """The Redis database at `url`, emptied before and after (give it a database number of its own)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    try:
+        yield url
+    finally:
+        with contextlib.suppress(redis.RedisError):
+            client.flushdb()
+        client.close()
+
+
+@contextlib.contextmanager
 def scratch_database(
-    *, postgres: str | None = None, keep: bool = False, **overrides: str
+    *, postgres: str | None = None, redis: str | None = None, keep: bool = False, **overrides: str
 ) -> Iterator[tuple[Path, dict[str, str]]]:
-    """scratch_project on SQLite, or on a scratch database of the PostgreSQL server at `postgres`."""
+    """scratch_project on SQLite, or on a scratch database of the PostgreSQL server at `postgres`; with
+    `redis`, that Redis database (emptied) is the cache and the django-q2 broker, as in production."""
     with contextlib.ExitStack() as stack:
         overrides = {"DATABASE_CONN_MAX_AGE": "600", **overrides}
         if postgres:
             overrides["DATABASE_URL"] = stack.enter_context(scratch_postgres(postgres))
+        if redis:
+            overrides["REDIS_URL"] = stack.enter_context(scratch_redis(redis))
         yield stack.enter_context(scratch_project(keep=keep, **overrides))
+
+
+def add_backend_args(parser: argparse.ArgumentParser) -> None:
+    """--postgres and --redis: run on a scratch PostgreSQL database and a Redis database instead of the
+    embedded default (SQLite, database cache, ORM broker)."""
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="run on a scratch database on this PostgreSQL server, e.g. "
+        "postgres://backoffice:backoffice@127.0.0.1:5432/backoffice (scripts/ensure-postgres)",
+    )
+    parser.add_argument(
+        "--redis",
+        metavar="URL",
+        help="use this Redis database (emptied before and after) as cache and task broker, e.g. "
+        "redis://127.0.0.1:6390/9 (scripts/ensure-redis)",
+    )
+
+
+def backend_name() -> str:
+    """What the scratch project runs on, for the printed settings line."""
+    from django.db import connection
+
+    database = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}.get(connection.vendor, connection.vendor)
+    if database == "PostgreSQL":
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW server_version")
+            database += " " + cursor.fetchone()[0].split()[0]
+    cache = "Redis" if os.environ.get("REDIS_URL") else "database cache"
+    return f"{database}, {cache}"
 
 
 def migrate_other_database(env: dict[str, str], database_url: str) -> None:
@@ -393,7 +441,8 @@ def load_settings_line(
     mode = f"open loop at {rate:g} req/s" if rate else "closed loop (as fast as answered)"
     return (
         f"load: {requests_count} requests per phase, {concurrency} client threads, {mode}; "
-        f"server: gunicorn {workers} workers x {threads} threads, SQLite, loopback; {os.cpu_count()} CPUs"
+        f"server: gunicorn {workers} workers x {threads} threads, {backend_name()}, loopback; "
+        f"{os.cpu_count()} CPUs"
     )
 
 
@@ -416,6 +465,7 @@ def load_parser(
     parser.add_argument("--threads", type=int, default=8, help=f"{server} threads per worker (default 8)")
     parser.add_argument("--max-seconds", type=float, default=25.0, help="cap per phase (default 25)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (database, server logs)")
+    add_backend_args(parser)
     return parser
 
 

@@ -157,7 +157,10 @@ def main(argv: list[str] | None = None) -> int:
         "MPESA_CALLBACK_BASE_URL": f"http://{harness.LOOPBACK}:{app_port}",
         "SIMULATOR_CALLBACK_DELAY": str(args.callback_delay),
     }
-    with harness.scratch_project(keep=args.keep, **overrides) as (workdir, env):
+    with harness.scratch_database(postgres=args.postgres, redis=args.redis, keep=args.keep, **overrides) as (
+        workdir,
+        env,
+    ):
         simulator_env = {**env, "DATABASE_URL": f"sqlite:///{workdir / 'simulator.sqlite3'}"}
         harness.migrate_other_database(env, simulator_env["DATABASE_URL"])
         product_id, token = seed()

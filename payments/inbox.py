@@ -103,26 +103,46 @@ def inbox_store(
     )
 
 
-def inbox_collapse_duplicate(*, kind: str, body: bytes) -> CallbackInbox | None:
-    """Count a byte-identical repeat of an already processed STK callback on the original row.
+def inbox_malformed(*, kind: str, body: bytes) -> str:
+    """Why a body can never be applied (empty, not JSON, not the shape of its kind), or "" when it can.
 
-    A duplicate storm must not grow the inbox without bound (faults.md row 39), and the payment's history
-    still shows each repeat as a duplicate_result event (row 1). Returns the original row, or None when
-    the body is new (or its first copy is not processed yet) and must be stored and processed.
+    Pure parsing, no database: the front door refuses what no later processing could use.
+    """
+    if not body.strip():
+        return "Empty body"
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return "Body is not JSON"
+    try:
+        _handlers()[kind].parse(data)
+    except (ValueError, CallbackFormatError) as exc:
+        return f"Malformed: {exc}"
+    return ""
+
+
+def inbox_duplicate_of(*, kind: str, body: bytes) -> int | None:
+    """The processed row a byte-identical STK callback repeats, by one indexed lookup; None when the body
+    is new (or its first copy is not processed yet) and must be stored and processed.
+
+    A duplicate storm must not grow the inbox without bound (faults.md row 39).
     """
     if kind not in STK_KINDS:
         return None
-    found = (
+    return (
         CallbackInbox.objects.filter(
             kind=kind, body_sha256=hashlib.sha256(body).hexdigest(), status=InboxStatus.PROCESSED
         )
         .order_by("pk")
-        .values_list("pk", "payment_id")
+        .values_list("pk", flat=True)
         .first()
     )
-    if found is None:
-        return None
-    inbox_id, payment_id = found
+
+
+def inbox_count_duplicate(*, inbox_id: int) -> None:
+    """Count one repeat on the original row; its payment's history shows it as a duplicate_result event
+    (faults.md row 1). Changes no money state."""
+    payment_id = CallbackInbox.objects.filter(pk=inbox_id).values_list("payment_id", flat=True).first()
     with transaction.atomic():
         # The lock order everywhere: the payment, then its inbox row.
         payment = lock_payment(payment_id) if payment_id is not None else None
@@ -138,7 +158,35 @@ def inbox_collapse_duplicate(*, kind: str, body: bytes) -> CallbackInbox | None:
                 inbox=original,
                 message=f"Byte-identical repeat #{original.duplicates} of callback inbox #{original.pk}",
             )
-    return original
+
+
+def inbox_repeat_received(*, inbox_id: int) -> None:
+    """A repeat of the processed row `inbox_id` came in: counted by a task in the worker mode (the answer
+    waits for nothing but the lookup), else now, and now too when the queue is down."""
+    if apply_in_worker() and inbox_enqueue("payments.tasks.inbox_count_duplicate", inbox_id):
+        return
+    inbox_count_duplicate(inbox_id=inbox_id)
+
+
+def apply_in_worker() -> bool:
+    """MPESA_CALLBACK_APPLY: "worker" answers Daraja once the raw request is stored and leaves applying
+    it to a django-q2 task; "request" applies it before answering."""
+    return settings.MPESA_CALLBACK_APPLY == "worker"
+
+
+def inbox_enqueue(func: str, inbox_id: int) -> bool:
+    """Hand a stored row to the task queue. A broker that is down loses nothing: the row is already
+    committed, and the inbox sweeper applies rows left `received` after INBOX_RETRY_AFTER."""
+    from django_q.tasks import async_task
+
+    try:
+        # save=False: a success needs no result row (django-q2 prunes saved results under a lock);
+        # a failure is still kept.
+        async_task(func, inbox_id, task_name=f"inbox-{inbox_id}", save=False)
+    except Exception:
+        logger.warning("Could not queue inbox #%s; the inbox sweeper will apply it", inbox_id, exc_info=True)
+        return False
+    return True
 
 
 # --- status changes -----------------------------------------------------------------------------

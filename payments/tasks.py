@@ -1,6 +1,6 @@
 """django-q2 entry points: module-level, JSON-able arguments and results, one service call each."""
 
-from payments import reconciliation, refunds, services
+from payments import inbox, reconciliation, refunds, services
 
 
 def refund_submit(refund_id: int, claimed: bool = False) -> str:
@@ -29,3 +29,11 @@ def reprocess_inbox() -> dict:
 
 def reconcile_refunds() -> dict:
     return refunds.refunds_sweep()
+
+
+def inbox_apply(inbox_id: int) -> str:
+    return inbox.inbox_process(inbox_id=inbox_id).status
+
+
+def inbox_count_duplicate(inbox_id: int) -> None:
+    inbox.inbox_count_duplicate(inbox_id=inbox_id)

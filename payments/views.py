@@ -5,7 +5,6 @@ source-IP allowlist, and trusting only CheckoutRequestIDs we created, with the a
 """
 
 import ipaddress
-import json
 import logging
 
 from django.conf import settings
@@ -122,16 +121,14 @@ def _receive(request: HttpRequest, *, kind: str, token: str | None) -> JsonRespo
             )
             logger.warning("Daraja request from a source outside the allowlist quarantined")
             return _refuse(403, "Forbidden", "forbidden")
-        try:
-            json.loads(body)
-            malformed = ""
-        except ValueError:
-            malformed = "Body is not JSON"
-        if not body.strip():
-            malformed = "Empty body"
-        if not malformed and inbox_service.inbox_collapse_duplicate(kind=kind, body=body):
-            # A byte-identical repeat of a request already processed: counted on the first row, not stored.
-            return JsonResponse(ACK)
+        malformed = inbox_service.inbox_malformed(kind=kind, body=body)
+        if not malformed:
+            duplicate_of = inbox_service.inbox_duplicate_of(kind=kind, body=body)
+            if duplicate_of is not None:
+                # A byte-identical repeat of a request already processed: counted on the first row, not
+                # stored again.
+                inbox_service.inbox_repeat_received(inbox_id=duplicate_of)
+                return JsonResponse(ACK)
         inbox = inbox_service.inbox_store(
             kind=kind,
             body=body,
@@ -142,7 +139,12 @@ def _receive(request: HttpRequest, *, kind: str, token: str | None) -> JsonRespo
             error=malformed,
         )
         if malformed:
-            return _refuse(400, malformed, "malformed")
+            return _refuse(400, malformed.splitlines()[0][:200], "malformed")
+        if inbox_service.apply_in_worker():
+            # Stored and committed: Daraja may stop retrying. A task applies it; if the queue lost it,
+            # the inbox sweeper does.
+            inbox_service.inbox_enqueue("payments.tasks.inbox_apply", inbox.pk)
+            return JsonResponse(ACK)
         inbox = inbox_service.inbox_process(inbox_id=inbox.pk)
     except DatabaseError:
         logger.exception("Database unavailable while receiving a Daraja request")
