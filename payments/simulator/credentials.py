@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from django.conf import settings
 
-from . import state
+from . import state, traffic
 from .ids import access_token, epoch_now
 from .validation import DarajaError
 
@@ -22,7 +22,6 @@ PRIVATE_KEY_PATH = CERTS_DIR / "simulator-key.pem"
 
 DEFAULT_INITIATOR_NAME = "testapi"
 DEFAULT_INITIATOR_PASSWORD = "Safaricom999!*!"
-EXPIRES_IN = "3599"  # a string in real traffic (daraja.md §1)
 
 
 def _same(a: str, b: str) -> bool:
@@ -47,9 +46,13 @@ def oauth_generate(*, authorization: str, grant_type: str | None) -> dict[str, s
     ):
         raise DarajaError("400.008.01", "Invalid Authentication passed")
     token = access_token()
+    lifetime = traffic.token_seconds()
+    minted_at = epoch_now()
     # Minting invalidates the previous token (portal FAQ): only the latest one is stored.
-    state.token_store(token, epoch_now() + state.TOKEN_LIFETIME)
-    return {"access_token": token, "expires_in": EXPIRES_IN}
+    state.token_store(token, minted_at + lifetime, lifetime)
+    traffic.record_mint(minted_at)
+    # A string in real traffic, a second short of the lifetime: "3599" for an hour (daraja.md §1).
+    return {"access_token": token, "expires_in": str(lifetime - 1)}
 
 
 def bearer_is_valid(authorization: str) -> bool:

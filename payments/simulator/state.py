@@ -13,8 +13,9 @@ from django.core.cache import caches
 
 PREFIX = "mpesa-simulator:"
 RECORD_TTL = 7 * 24 * 3600
-TOKEN_LIFETIME = 3600
 _CLAIM_ATTEMPTS = 20
+_APPEND_ATTEMPTS = 100_000
+_READ_CHUNK = 500
 
 
 def _cache():
@@ -47,11 +48,65 @@ def claim_unique(kind: str, make_identifier: Callable[[int], str], record_for: C
     raise RuntimeError(f"could not claim a unique {kind} identifier")
 
 
+# --- Sequences: append-only lists, exact under concurrent appenders ---------------------------------
+
+
+def append(kind: str, value: Any, ttl: int = RECORD_TTL) -> int:
+    """Store `value` as the next item of the sequence `kind`; returns its position (0, 1, 2, ...).
+
+    Each position is claimed with `cache.add`, so two appenders never share one and the sequence has no gaps.
+    The "next" hint only saves walking from 0: it is written after a claim, so it may lag behind (another
+    appender overwrote it with a smaller value) but never points past a free position.
+    """
+    cache = _cache()
+    hint_key = _key("next", kind)
+    position = int(cache.get(hint_key) or 0)
+    for _attempt in range(_APPEND_ATTEMPTS):
+        if cache.add(_key(kind, str(position)), value, ttl):
+            cache.set(hint_key, position + 1, ttl)
+            return position
+        position += 1
+    raise RuntimeError(f"could not append to the simulator sequence {kind}")
+
+
+def _chunks(items: list[str]) -> list[list[str]]:
+    return [items[start : start + _READ_CHUNK] for start in range(0, len(items), _READ_CHUNK)]
+
+
+def lengths(kinds: list[str]) -> dict[str, int]:
+    """How many items each sequence holds, in a few round trips whatever the number of sequences."""
+    cache = _cache()
+    length = {}
+    for chunk in _chunks(kinds):
+        hints = cache.get_many([_key("next", kind) for kind in chunk])
+        length.update({kind: int(hints.get(_key("next", kind)) or 0) for kind in chunk})
+    pending = list(kinds)
+    while pending:  # a lagging hint: walk on while the next position is taken
+        taken = []
+        for chunk in _chunks(pending):
+            found = cache.get_many([_key(kind, str(length[kind])) for kind in chunk])
+            taken += [kind for kind in chunk if _key(kind, str(length[kind])) in found]
+        for kind in taken:
+            length[kind] += 1
+        pending = taken
+    return length
+
+
+def items(kind: str) -> list[Any]:
+    """The values of the sequence `kind`, in order."""
+    count = lengths([kind])[kind]
+    keys = [_key(kind, str(position)) for position in range(count)]
+    found = {}
+    for chunk in _chunks(keys):
+        found.update(_cache().get_many(chunk))
+    return [found[key] for key in keys if key in found]
+
+
 # --- OAuth: only the most recently minted token is valid (portal FAQ) ---------------------------
 
 
-def token_store(token: str, expires_at: float) -> None:
-    _cache().set(_key("oauth", "current"), {"token": token, "expires_at": expires_at}, TOKEN_LIFETIME * 2)
+def token_store(token: str, expires_at: float, lifetime: int) -> None:
+    _cache().set(_key("oauth", "current"), {"token": token, "expires_at": expires_at}, lifetime * 2)
 
 
 def token_current() -> dict[str, Any] | None:

@@ -17,6 +17,7 @@ urlpatterns = [
     path("mpesa/b2c/v1/paymentrequest", views.b2c_v1, name="b2c_v1"),
     path("pulltransactions/v1/register", views.pull_register, name="pull_register"),
     path("pulltransactions/v1/query", views.pull_query, name="pull_query"),
+    path("stats", views.stats, name="stats"),
     # Anything else under the mount answers like Daraja does for an unknown path.
     re_path(r"^.+$", views.not_found, name="not_found"),
 ]

@@ -9,9 +9,9 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.csrf import csrf_exempt
 
-from . import pull, results, stk
+from . import pull, results, stk, traffic
 from .credentials import CERTIFICATE_PATH, DEFAULT_INITIATOR_NAME, bearer_is_valid, oauth_generate
-from .ids import request_id
+from .ids import epoch_now, request_id
 from .outcomes import RESULT_OUTCOMES, STK_OUTCOMES
 from .validation import DarajaError
 
@@ -24,6 +24,11 @@ ENDPOINTS = [
     ("POST", "mpesa/b2c/v3/paymentrequest", "B2C (also /mpesa/b2c/v1/paymentrequest); Result to ResultURL"),
     ("POST", "pulltransactions/v1/register", "Pull Transactions: register the shortcode (1000, then 1001)"),
     ("POST", "pulltransactions/v1/query", "Pull Transactions: C2B payments of a window of at most 48 h"),
+    (
+        "GET",
+        "stats?since=<epoch s>&until=<epoch s>&api=<name>",
+        "Simulator only: requests per API and second",
+    ),
 ]
 
 
@@ -54,18 +59,25 @@ def _json_body(request: HttpRequest) -> dict:
     return body
 
 
-def daraja_api(handler: Callable[[dict], dict]) -> Callable[[HttpRequest], HttpResponse]:
-    """POST-only, Bearer-authenticated JSON endpoint answering Daraja's envelopes."""
+def daraja_api(
+    api: str, handler: Callable[[dict], dict], *, latency: Callable[[], float] | None = None
+) -> Callable[[HttpRequest], HttpResponse]:
+    """POST-only, Bearer-authenticated JSON endpoint answering Daraja's envelopes; counted (and limited) as
+    `api`, answering `latency()` seconds late."""
 
     @csrf_exempt
     @wraps(handler)
     def view(request: HttpRequest) -> HttpResponse:
         _only_in_simulator_environment()
         try:
+            traffic.admit(api)
             if request.method != "POST":
                 raise DarajaError("405.001", "Method Not Allowed")
             if not bearer_is_valid(request.headers.get("Authorization", "")):
+                traffic.record_invalid_token(api)
                 raise DarajaError("404.001.03", "Invalid Access Token")
+            if latency is not None:
+                traffic.delay(latency())
             return JsonResponse(handler(_json_body(request)))
         except DarajaError as exc:
             return _error(exc)
@@ -76,6 +88,7 @@ def daraja_api(handler: Callable[[dict], dict]) -> Callable[[HttpRequest], HttpR
 @csrf_exempt
 def oauth(request: HttpRequest) -> HttpResponse:
     _only_in_simulator_environment()
+    traffic.admit("oauth", limited=False)
     try:
         if request.method != "GET":
             raise DarajaError("405.001", "Method Not Allowed")
@@ -88,14 +101,35 @@ def oauth(request: HttpRequest) -> HttpResponse:
     return JsonResponse(token)
 
 
-stk_push = daraja_api(stk.push)
-stk_query = daraja_api(stk.query)
-reversal = daraja_api(results.reversal)
-transaction_status = daraja_api(results.transaction_status)
-b2c_v3 = daraja_api(lambda body: results.b2c(body, version=3))
-b2c_v1 = daraja_api(lambda body: results.b2c(body, version=1))
-pull_register = daraja_api(pull.register)
-pull_query = daraja_api(pull.query)
+stk_push = daraja_api("stk_push", stk.push)
+stk_query = daraja_api("stk_query", stk.query, latency=traffic.query_latency)
+reversal = daraja_api("reversal", results.reversal)
+transaction_status = daraja_api("transaction_status", results.transaction_status)
+b2c_v3 = daraja_api("b2c", lambda body: results.b2c(body, version=3))
+b2c_v1 = daraja_api("b2c", lambda body: results.b2c(body, version=1))
+pull_register = daraja_api("pull_register", pull.register)
+pull_query = daraja_api("pull_query", pull.query)
+
+
+def stats(request: HttpRequest) -> HttpResponse:
+    """Not a Daraja path: what arrived per API and second, for load tests (payments/simulator/README.md)."""
+    _only_in_simulator_environment()
+    now = int(epoch_now())
+    try:
+        until = int(request.GET.get("until", now))
+        since = int(request.GET.get("since", until - 3600))
+    except ValueError:
+        return JsonResponse({"error": "since and until are whole epoch seconds"}, status=400)
+    apis = request.GET.getlist("api") or list(traffic.APIS)
+    if not 0 <= until - since < traffic.STATS_MAX_SECONDS or set(apis) - set(traffic.APIS):
+        return JsonResponse(
+            {
+                "error": f"at most {traffic.STATS_MAX_SECONDS} s from since to until; "
+                f"api one of {', '.join(traffic.APIS)}"
+            },
+            status=400,
+        )
+    return JsonResponse(traffic.stats(since=since, until=until, apis=apis))
 
 
 @csrf_exempt
