@@ -43,6 +43,15 @@ from payments.state import lock_payment, payment_transition
 logger = logging.getLogger(__name__)
 
 SWEEP_BATCH = 200
+SWEEP_PERIOD_SECONDS = 60  # the status sweeper's schedule (payments/schedules.py)
+
+
+def sweep_batch_size() -> int:
+    """Attempts one sweep hands to query tasks: with a Daraja rate limit, as many STK Queries as it lets
+    through until the next sweep (fewer would leave Daraja's budget unused while attempts wait; more would
+    only queue), else SWEEP_BATCH."""
+    rate = settings.MPESA_RATE_LIMIT_PER_SECOND
+    return rate * SWEEP_PERIOD_SECONDS if rate > 0 else SWEEP_BATCH
 
 
 def sweep_time_budget() -> float:
@@ -156,7 +165,7 @@ def payments_sweep(*, now: dt.datetime | None = None) -> dict:
         Payment.objects.filter(method=PaymentMethod.MPESA, status=PaymentStatus.INITIATED)
         .filter(Q(next_query_at__lte=now) | Q(next_query_at__isnull=True))
         .order_by(F("next_query_at").asc(nulls_first=True), "pk")
-        .only("pk", "next_query_at", "query_count", "initiated_at", "created_at")[:SWEEP_BATCH]
+        .only("pk", "next_query_at", "query_count", "initiated_at", "created_at")[: sweep_batch_size()]
     )
     for payment in list(due):
         if time.monotonic() > stop_at:

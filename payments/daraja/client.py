@@ -1,8 +1,9 @@
 """The only module that talks HTTP to Daraja.
 
 It owns the base URL, one requests.Session, timeouts, the OAuth token (shared by every process through the
-Django cache, minted by one process at a time because a new token invalidates the previous one), the STK
-password, and the translation of Daraja's answers into our typed errors.
+Django cache, minted by one process at a time because a new token invalidates the previous one), the pace of
+requests (payments.daraja.rate_limit: MPESA_RATE_LIMIT_PER_SECOND), the STK password, and the translation of
+Daraja's answers into our typed errors.
 """
 
 import base64
@@ -28,6 +29,7 @@ from payments.daraja.errors import (
     DarajaRejected,
     DarajaUnavailable,
 )
+from payments.daraja.rate_limit import DarajaPacer
 from payments.daraja.results import NAIROBI, StkPushAccepted, StkQueryAnswer, result_code_str
 from payments.daraja.security import security_credential
 
@@ -46,7 +48,7 @@ PULL_REGISTERED_CODES = {"1000", "1001"}  # registered now / already registered
 PULL_ANSWER_CODES = {"1000", "1001"}  # transactions / none in the period
 PULL_DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 OAUTH_PATH = "/oauth/v1/generate"
-TOKEN_REFRESH_MARGIN = 300  # seconds before expiry a cached token stops being used
+TOKEN_REFRESH_MARGIN = 300  # seconds before expiry a cached token stops being used (at most)
 MAX_MPESA_AMOUNT = 250_000
 
 
@@ -72,9 +74,17 @@ def _alphanumeric(text: str, limit: int) -> str:
     return "".join(ch for ch in text if ch.isalnum() or ch == " ").strip()[:limit] or "Payment"
 
 
+def token_cache_seconds(lifetime: int) -> int:
+    """How long a token is used: until a tenth of its life, at most TOKEN_REFRESH_MARGIN, is left (an hour's
+    token is renewed 5 minutes early), so a request never carries a token about to expire."""
+    margin = min(TOKEN_REFRESH_MARGIN, max(1, lifetime // 10))
+    return max(lifetime - margin, 1)
+
+
 class DarajaClient:
-    def __init__(self, *, session: requests.Session | None = None):
+    def __init__(self, *, session: requests.Session | None = None, pacer: DarajaPacer | None = None):
         self.session = session or requests.Session()
+        self.pacer = pacer or DarajaPacer()
 
     # Settings are read at call time so tests and a changed environment take effect without re-import.
     @property
@@ -111,7 +121,7 @@ class DarajaClient:
             if token and token != stale_token:
                 return token
             token, lifetime = self._mint_token()
-            cache.set(key, token, timeout=max(lifetime - TOKEN_REFRESH_MARGIN, 30))
+            cache.set(key, token, timeout=token_cache_seconds(lifetime))
             return token
         finally:
             cache.delete(lock_key)
@@ -168,6 +178,7 @@ class DarajaClient:
     def _send(self, path: str, payload: dict, token: str, *, connect_retries: int) -> requests.Response:
         attempt = 0
         while True:
+            self.pacer.wait_for_slot(path)
             try:
                 return self.session.post(
                     self.base_url + path,
