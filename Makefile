@@ -10,11 +10,12 @@ PYTEST_ARGS ?=
 SKIP_LINT   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint fmt lock clean clean-db
+.PHONY: help install run run-prod test lint fmt lock clean clean-db
 
 help:
 	@echo "make install   create $(VENV) (Python >= 3.12) and install the project with its dev tools"
 	@echo "make run       migrate, seed demo data, start web + worker on http://127.0.0.1:$${PORT:-8000}/"
+	@echo "make run-prod  the same on local PostgreSQL + Redis, with 2 gunicorn and 2 qcluster processes"
 	@echo "make test      ruff, migrations check, pytest (PYTEST_ARGS=..., PYTEST_N=2, SKIP_LINT=1)"
 	@echo "make lint      ruff check + ruff format --check"
 	@echo "make fmt       ruff check --fix + ruff format"
@@ -38,6 +39,22 @@ run: install
 	$(MANAGE) collectstatic --noinput -v0
 	$(MANAGE) seed_demo --token-file var/demo_api_token --history $${DEMO_HISTORY_DAYS:-60}
 	exec $(PY) scripts/run.py
+
+# The production-like topology: the PostgreSQL and Redis that CI uses (scripts/ensure-*, started or
+# reused), with the database settings production uses, whatever a .env says; always the simulator.
+run-prod: export DATABASE_URL := postgres://backoffice:backoffice@127.0.0.1:5432/backoffice
+run-prod: export REDIS_URL := redis://127.0.0.1:6390/0
+run-prod: export DATABASE_CONN_MAX_AGE := 600
+run-prod: export DATABASE_CONN_HEALTH_CHECKS := true
+run-prod: export MPESA_ENVIRONMENT := simulator
+run-prod: install
+	bash scripts/ensure-postgres
+	bash scripts/ensure-redis
+	mkdir -p var
+	$(MANAGE) migrate --noinput
+	$(MANAGE) collectstatic --noinput -v0
+	$(MANAGE) seed_demo --token-file var/demo_api_token --history $${DEMO_HISTORY_DAYS:-60}
+	exec $(PY) scripts/run.py --prod
 
 test: install $(if $(SKIP_LINT),,lint)
 	@test -x /usr/bin/chromium || echo "NOTE: /usr/bin/chromium is missing, so browser tests are skipped (scripts/ensure-chromium installs it)."

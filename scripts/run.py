@@ -2,6 +2,10 @@
 
 Run with the venv's Python after migrate/collectstatic/seed_demo (the Makefile does that). Stdlib only.
 
+`--prod` (`make run-prod`) runs the production-like topology instead: gunicorn with deploy/gunicorn.conf.py
+(GUNICORN_WORKERS processes, default 2) and QCLUSTERS `manage.py qcluster` processes (default 2), against
+the PostgreSQL and Redis named by DATABASE_URL and REDIS_URL (the Makefile sets them).
+
 - Each child gets its own session, so a terminal Ctrl-C reaches only this supervisor.
 - Ctrl-C / SIGTERM: SIGTERM to each child's MAIN pid (never its group: qcluster hangs if its workers are
   killed under it), up to STOP_TIMEOUT seconds' grace, then SIGKILL to the child's process group for
@@ -11,6 +15,7 @@ Run with the venv's Python after migrate/collectstatic/seed_demo (the Makefile d
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import signal
@@ -38,10 +43,16 @@ curl -X POST BASE/api/v1/orders -H "Content-Type: application/json" \\
   "payment": {"method": "mpesa", "phone": "+254708374149"}}'"""
 CURL_STATUS = 'curl BASE/api/v1/payments/<PAYMENT_ID>/status -H "Authorization: Bearer TOKEN"'
 # The logger class masks the secret path segment of callback URLs in the access and error logs.
+# (--prod: deploy/gunicorn.conf.py sets it, with the rest of production's gunicorn settings.)
 GUNICORN_ARGS = (
     f"-b 127.0.0.1:{PORT} -w 2 --threads 8 --timeout 60 --access-logfile - "
     "--logger-class backoffice.gunicorn_logging.MaskingLogger"
 ).split()
+
+# --prod: gunicorn processes (GUNICORN_WORKERS) and qcluster processes (QCLUSTERS) unless set. The
+# clusters share one name, so they share the Redis queue; the scheduler's row locks run each schedule once.
+PROD_WEB_PROCESSES = "2"
+PROD_QCLUSTERS = "2"
 
 signalled: list[int] = []
 
@@ -113,7 +124,7 @@ def read(path: Path) -> str | None:
     return text or None
 
 
-def banner() -> str:
+def banner(topology: list[str], manage_env: str) -> str:
     token = read(ROOT / "var" / "demo_api_token")
     logins = read(ROOT / "var" / "demo_logins.txt")
     bearer = token or "<TOKEN>"
@@ -121,6 +132,7 @@ def banner() -> str:
         "",
         "=" * 78,
         "  M-Pesa back office is running (simulator mode). Ctrl-C stops it.",
+        *topology,
         "=" * 78,
         f"  Admin:          {BASE}/admin/",
         "  Demo logins:",
@@ -140,14 +152,38 @@ def banner() -> str:
         "  Close the day: write the simulator's M-PESA statement (with a paybill payment nobody recorded),",
         "  then import it as manager under Reconciliation > Statement imports:",
         "",
-        ".venv/bin/python manage.py simulator_statement --paybill 254712345678:750",
+        f"{manage_env}.venv/bin/python manage.py simulator_statement --paybill 254712345678:750",
         "=" * 78,
         "",
     ]
     return "\n".join(lines)
 
 
-def main() -> int:
+def prod_commands(env: dict[str, str]) -> tuple[list[tuple[str, list[str]]], list[str]]:
+    """--prod's children, and the banner's lines about them."""
+    web_processes = env.setdefault("GUNICORN_WORKERS", PROD_WEB_PROCESSES)
+    env["GUNICORN_BIND"] = f"127.0.0.1:{PORT}"
+    qclusters = int(env.get("QCLUSTERS") or PROD_QCLUSTERS)
+    gunicorn = [str(BIN / "gunicorn"), "-c", "deploy/gunicorn.conf.py", "backoffice.wsgi:application"]
+    qcluster = [str(BIN / "python"), "manage.py", "qcluster"]
+    commands = [("web", gunicorn), *((f"qcluster-{n}", qcluster) for n in range(1, qclusters + 1))]
+    topology = [
+        f"  Production-like topology: PostgreSQL, Redis (cache and task broker), {web_processes} gunicorn",
+        f"  web processes (deploy/gunicorn.conf.py), {qclusters} qcluster task processes.",
+        "  PostgreSQL and Redis keep running after Ctrl-C; the next `make run-prod` reuses them.",
+    ]
+    return commands, topology
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run the back office until Ctrl-C.")
+    parser.add_argument(
+        "--prod",
+        action="store_true",
+        help="the production-like topology (make run-prod): gunicorn with deploy/gunicorn.conf.py and "
+        "several qcluster processes, on PostgreSQL and Redis",
+    )
+    args = parser.parse_args(argv)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, on_signal)
 
@@ -158,13 +194,23 @@ def main() -> int:
     env = dict(os.environ)
     env.setdefault("SITE_BASE_URL", BASE)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    if args.prod:
+        database_url, redis_url = env.get("DATABASE_URL", ""), env.get("REDIS_URL", "")
+        if not (database_url.startswith(("postgres://", "postgresql://")) and redis_url):
+            say("--prod needs DATABASE_URL (PostgreSQL) and REDIS_URL: start it with `make run-prod`")
+            return 1
+        commands, topology = prod_commands(env)
+        # The simulator's ledger is in the cache (Redis here), so the statement command needs it.
+        manage_env = f"DATABASE_URL={database_url} REDIS_URL={redis_url} "
+    else:
+        gunicorn = [str(BIN / "gunicorn"), "backoffice.wsgi:application", *GUNICORN_ARGS]
+        commands = [("web", gunicorn), ("qcluster", [str(BIN / "python"), "manage.py", "qcluster"])]
+        topology, manage_env = [], ""
 
     children: list[tuple[str, subprocess.Popen]] = []
     try:
-        children.append(
-            start("web", [str(BIN / "gunicorn"), "backoffice.wsgi:application", *GUNICORN_ARGS], env)
-        )
-        children.append(start("qcluster", [str(BIN / "python"), "manage.py", "qcluster"], env))
+        for name, command in commands:
+            children.append(start(name, command, env))
 
         # Wait for the web server, watching the children and the signals meanwhile.
         deadline = time.monotonic() + READY_TIMEOUT
@@ -188,7 +234,7 @@ def main() -> int:
                 return 1
             time.sleep(0.5)
 
-        print(banner(), flush=True)
+        print(banner(topology, manage_env), flush=True)
 
         while not signalled:
             died = check_children(children)
