@@ -9,9 +9,14 @@ Each process logs an outage once per LOG_INTERVAL seconds (with the number of 50
 not once per request. Only connection-level errors count: an IntegrityError or a ProgrammingError is a
 bug and stays a 500.
 
-Views raise most of these (process_exception). An error raised inside another middleware (a session saved
-after the view) reaches no process_exception: Django answers it 500 and sends got_request_exception, whose
-receiver here marks the request so the 500 is turned into the same 503 on its way out.
+Where the error surfaces decides how it is recognised:
+- raised by a view (most of them): process_exception sees it;
+- wrapped by something that keeps no link to it (django-ninja's response validation evaluates a lazy
+  queryset and reports "Error extracting attribute: OperationalError"): the request's database connection
+  is broken, which `database_unreachable` asks;
+- raised inside a later middleware, where no process_exception runs: Django answers 500 and sends
+  got_request_exception, whose receiver here marks the request; or the session middleware turns a failed
+  save into a 400 ("session interrupted"). Either answer is replaced on its way out, when it was the outage.
 """
 
 import logging
@@ -20,7 +25,7 @@ import threading
 import time
 
 from django.core.signals import got_request_exception
-from django.db import InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError, connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 logger = logging.getLogger(__name__)
@@ -58,6 +63,15 @@ def outage_kind(exc: BaseException | None) -> str:
     return ""
 
 
+def database_unreachable() -> bool:
+    """A database connection this thread used has failed and cannot run a query now. Asked only of
+    connections that saw an error: no query is made on the happy path."""
+    return any(
+        connection.errors_occurred and not connection.is_usable()
+        for connection in connections.all(initialized_only=True)
+    )
+
+
 class _OutageLog:
     """One log line per kind of outage per LOG_INTERVAL in this process; the rest are counted."""
 
@@ -66,7 +80,7 @@ class _OutageLog:
         self._last: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
 
-    def record(self, kind: str, exc: BaseException, path: str) -> None:
+    def record(self, kind: str, exc: BaseException | None, path: str) -> None:
         now = time.monotonic()
         with self._lock:
             last = self._last.get(kind)
@@ -78,18 +92,23 @@ class _OutageLog:
         logger.error(
             "%s unavailable (%s: %s) on %s; answering 503 until it is back (%s more 503s in the last %.0f s)",
             "Database" if kind == "database" else "Redis",
-            type(exc).__name__,
-            str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "",
+            type(exc).__name__ if exc is not None else "connection broken",
+            _first_line(exc),
             path,
             suppressed,
             LOG_INTERVAL,
         )
 
 
+def _first_line(exc: BaseException | None) -> str:
+    text = str(exc or "").strip()
+    return text.splitlines()[0][:200] if text else ""
+
+
 outage_log = _OutageLog()
 
 
-def unavailable_response(request: HttpRequest, exc: BaseException, kind: str) -> HttpResponse:
+def unavailable_response(request: HttpRequest, exc: BaseException | None, kind: str) -> HttpResponse:
     outage_log.record(kind, exc, request.path_info)
     message = "The service is temporarily unavailable; try again in a few seconds."
     if request.path_info.startswith(JSON_PREFIXES):
@@ -122,13 +141,22 @@ class ServiceUnavailableMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
+        if response.status_code not in (400, 500):
+            return response
         exc = getattr(request, _MARK, None)
         if exc is not None and response.status_code == 500:
             return unavailable_response(request, exc, outage_kind(exc))
+        if database_unreachable():
+            return unavailable_response(request, exc, "database")
         return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        kind = outage_kind(exception)
+        kind = outage_kind(exception) or ("database" if database_unreachable() else "")
         if not kind:
             return None
+        # Django saves no session on a 5xx, but SessionMiddleware still loads it on the way out (to read its
+        # expiry), which fails again and turns this answer into a logged 500. Without a session on the
+        # request it leaves the answer alone.
+        if hasattr(request, "session"):
+            del request.session
         return unavailable_response(request, exception, kind)

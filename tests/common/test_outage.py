@@ -5,8 +5,9 @@ import logging
 from unittest import mock
 
 import pytest
-from django.db import IntegrityError, OperationalError
-from django.http import HttpResponse
+from django.contrib.sessions.backends.db import SessionStore
+from django.db import IntegrityError, OperationalError, connection
+from django.http import HttpResponse, HttpResponseBadRequest
 from django.test import Client
 from django.urls import path, reverse
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -40,6 +41,18 @@ def fine(request):
     return HttpResponse("ok")
 
 
+def unrecognisable_failure(request):
+    # What django-ninja raises when the lazy queryset it serialises fails: the error only as text.
+    raise ValueError(
+        "1 validation error for NinjaResponseSchema: Error extracting attribute: OperationalError"
+    )
+
+
+def signed_in_page(request):
+    request.user.is_authenticated  # noqa: B018 - loads the session, as every admin page does
+    return HttpResponse("ok")
+
+
 urlpatterns = [
     path("api/v1/boom", database_down),
     path("api/v1/cache", redis_down),
@@ -48,7 +61,20 @@ urlpatterns = [
     path("admin/wrapped", wrapped_database_down),
     path("admin/integrity", integrity_bug),
     path("admin/fine", fine),
+    path("api/v1/unrecognisable", unrecognisable_failure),
+    path("admin/signed-in", signed_in_page),
 ]
+
+
+class SessionInterruptedAfterTheView:
+    """What SessionMiddleware answers when saving the session fails: 400 "session interrupted"."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        self.get_response(request)
+        return HttpResponseBadRequest("The request's session was deleted before the request completed.")
 
 
 class DatabaseDownAfterTheView:
@@ -123,6 +149,47 @@ def test_database_down_inside_a_later_middleware_answers_503(client, settings):
 
     assert response.status_code == 503
     assert response["Retry-After"] == str(outage.RETRY_AFTER_SECONDS)
+
+
+@pytest.fixture
+def broken_connection(db, monkeypatch):
+    """The request's database connection failed and cannot run a query (the server went away)."""
+    monkeypatch.setattr(connection, "errors_occurred", True)
+    monkeypatch.setattr(connection, "is_usable", lambda: False)
+
+
+def test_a_failure_that_hides_a_broken_database_connection_answers_503(client, broken_connection):
+    response = client.get("/api/v1/unrecognisable")
+
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "unavailable"
+
+
+def test_the_same_failure_with_a_working_database_stays_a_500(client, db):
+    assert client.get("/api/v1/unrecognisable").status_code == 500
+
+
+def test_a_session_that_could_not_be_saved_while_the_database_is_down_answers_503(
+    client, settings, broken_connection
+):
+    settings.MIDDLEWARE = [*settings.MIDDLEWARE, f"{__name__}.SessionInterruptedAfterTheView"]
+
+    assert client.get("/admin/fine").status_code == 503
+
+
+def test_a_signed_in_page_answers_503_without_a_logged_500(client, monkeypatch, caplog):
+    def database_down_loading(self):
+        raise OperationalError("the database system is shutting down")
+
+    monkeypatch.setattr(SessionStore, "load", database_down_loading)
+    client.cookies["sessionid"] = "a-session-key-from-before-the-outage"
+
+    with caplog.at_level(logging.INFO):
+        response = client.get("/admin/signed-in")
+
+    assert response.status_code == 503
+    assert not [record for record in caplog.records if record.name == "django.request"]
+    assert "sessionid" not in response.cookies  # nothing done to the session: still signed in afterwards
 
 
 def test_an_outage_is_logged_once_not_once_per_request(client, caplog):
