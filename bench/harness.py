@@ -146,6 +146,18 @@ def scratch_database(
         yield stack.enter_context(scratch_project(keep=keep, **overrides))
 
 
+DB_CONNECTIONS = {
+    "persistent": {"DATABASE_CONN_MAX_AGE": "600", "DATABASE_CONN_HEALTH_CHECKS": "true"},
+    "pool": {"DATABASE_POOL_MAX_SIZE": "8"},
+    "per-request": {"DATABASE_CONN_MAX_AGE": "0", "DATABASE_CONN_HEALTH_CHECKS": "false"},
+}
+
+
+def backend_overrides(args: argparse.Namespace) -> dict[str, str]:
+    """The environment the --db-connections choice stands for."""
+    return {"DATABASE_POOL_MAX_SIZE": "0", **DB_CONNECTIONS[getattr(args, "db_connections", "persistent")]}
+
+
 def add_backend_args(parser: argparse.ArgumentParser) -> None:
     """--postgres and --redis: run on a scratch PostgreSQL database and a Redis database instead of the
     embedded default (SQLite, database cache, ORM broker)."""
@@ -154,6 +166,13 @@ def add_backend_args(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="run on a scratch database on this PostgreSQL server, e.g. "
         "postgres://backoffice:backoffice@127.0.0.1:5432/backoffice (scripts/ensure-postgres)",
+    )
+    parser.add_argument(
+        "--db-connections",
+        choices=sorted(DB_CONNECTIONS),
+        default="persistent",
+        help="PostgreSQL connection handling: persistent (CONN_MAX_AGE=600 with health checks, the default), "
+        "pool (psycopg's pool, 8 per process) or per-request (CONN_MAX_AGE=0)",
     )
     parser.add_argument(
         "--redis",
@@ -173,6 +192,16 @@ def backend_name() -> str:
             cursor.execute("SHOW server_version")
             database += " " + cursor.fetchone()[0].split()[0]
     cache = "Redis" if os.environ.get("REDIS_URL") else "database cache"
+    if database.startswith("PostgreSQL"):
+        from django.conf import settings
+
+        options = settings.DATABASES["default"]
+        if options.get("OPTIONS", {}).get("pool"):
+            database += f" (psycopg pool of {options['OPTIONS']['pool']['max_size']} per process)"
+        else:
+            database += (
+                f" (CONN_MAX_AGE={options['CONN_MAX_AGE']}, health checks {options['CONN_HEALTH_CHECKS']})"
+            )
     return f"{database}, {cache}"
 
 
@@ -481,3 +510,27 @@ def check_load_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         parser.error("--workers must be 1 to 8 and --threads 1 to 32")
     if not 1 <= args.max_seconds <= 60:
         parser.error("--max-seconds must be 1 to 60")
+
+
+# --- django-q2 cluster ---------------------------------------------------------------------------------
+@contextlib.contextmanager
+def qcluster(
+    env: dict[str, str], workdir: Path, *, workers: int = 2, name: str = "qcluster"
+) -> Iterator[Server]:
+    """A real `manage.py qcluster` with `workers` workers; stopped on exit with SIGTERM to its main pid only
+    (a signal to its process group hangs it: ecosystem.md §3.3), then SIGKILL to whatever is left."""
+    log_path = workdir / f"{name}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(  # noqa: S603 - our own venv's python, fixed arguments
+            [sys.executable, "manage.py", "qcluster"],
+            cwd=ROOT,
+            env={**env, "Q_WORKERS": str(workers)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = Server(name=name, base_url="", process=process, log_path=log_path)
+    try:
+        yield server
+    finally:
+        _stop(server)

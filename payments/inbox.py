@@ -122,8 +122,9 @@ def inbox_malformed(*, kind: str, body: bytes) -> str:
 
 
 def inbox_duplicate_of(*, kind: str, body: bytes) -> int | None:
-    """The processed row a byte-identical STK callback repeats, by one indexed lookup; None when the body
-    is new (or its first copy is not processed yet) and must be stored and processed.
+    """The row a byte-identical STK callback repeats, by one indexed lookup: processed, or stored and
+    waiting to be applied. None when the body is new, or its first copy stopped (unmatched, failed,
+    rejected), and it must be stored and processed on its own.
 
     A duplicate storm must not grow the inbox without bound (faults.md row 39).
     """
@@ -131,7 +132,9 @@ def inbox_duplicate_of(*, kind: str, body: bytes) -> int | None:
         return None
     return (
         CallbackInbox.objects.filter(
-            kind=kind, body_sha256=hashlib.sha256(body).hexdigest(), status=InboxStatus.PROCESSED
+            kind=kind,
+            body_sha256=hashlib.sha256(body).hexdigest(),
+            status__in=(InboxStatus.PROCESSED, InboxStatus.RECEIVED),
         )
         .order_by("pk")
         .values_list("pk", flat=True)
@@ -141,8 +144,13 @@ def inbox_duplicate_of(*, kind: str, body: bytes) -> int | None:
 
 def inbox_count_duplicate(*, inbox_id: int) -> None:
     """Count one repeat on the original row; its payment's history shows it as a duplicate_result event
-    (faults.md row 1). Changes no money state."""
-    payment_id = CallbackInbox.objects.filter(pk=inbox_id).values_list("payment_id", flat=True).first()
+    (faults.md row 1). Changes no money state.
+
+    An original still waiting to be applied is applied first (idempotent, whoever else is on it), so the
+    repeat is recorded after the result it repeats.
+    """
+    original = inbox_process(inbox_id=inbox_id)
+    payment_id = original.payment_id
     with transaction.atomic():
         # The lock order everywhere: the payment, then its inbox row.
         payment = lock_payment(payment_id) if payment_id is not None else None

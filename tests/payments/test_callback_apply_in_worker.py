@@ -108,6 +108,48 @@ def test_a_duplicate_costs_one_lookup_before_the_answer_and_is_counted_by_its_ta
     assert initiated.events.filter(kind=EventKind.RESULT_APPLIED).count() == 1
 
 
+def test_a_repeat_of_a_callback_still_waiting_for_its_task_is_not_stored_again(
+    worker_mode, client, callback_path, initiated
+):
+    body = stk_callback(initiated.checkout_request_id)
+    post(client, callback_path, body)
+
+    response = post(client, callback_path, body)
+
+    assert response.status_code == 200 and response.json() == ACK
+    original = CallbackInbox.objects.get()
+    assert original.status == InboxStatus.RECEIVED
+    assert [func for func, _args in queued()] == [
+        "payments.tasks.inbox_apply",
+        "payments.tasks.inbox_count_duplicate",
+    ]
+
+    run_queued()
+
+    original.refresh_from_db()
+    assert original.status == InboxStatus.PROCESSED and original.duplicates == 1
+    assert initiated.events.filter(kind=EventKind.RESULT_APPLIED).count() == 1
+    assert initiated.events.filter(kind=EventKind.DUPLICATE_RESULT).count() == 1
+
+
+def test_a_repeat_counted_before_its_original_was_applied_applies_the_original_first(
+    worker_mode, client, callback_path, initiated
+):
+    body = stk_callback(initiated.checkout_request_id)
+    post(client, callback_path, body)
+    post(client, callback_path, body)
+    [(_apply, (inbox_id,)), (_count, _args)] = queued()
+
+    tasks.inbox_count_duplicate(inbox_id)  # the queue's order is not guaranteed across workers
+
+    initiated.refresh_from_db()
+    assert initiated.status == PaymentStatus.COMPLETED
+    kinds = list(initiated.events.order_by("pk").values_list("kind", flat=True))
+    assert kinds.index(EventKind.RESULT_APPLIED) < kinds.index(EventKind.DUPLICATE_RESULT)
+    tasks.inbox_apply(inbox_id)
+    assert initiated.events.filter(kind=EventKind.RESULT_APPLIED).count() == 1
+
+
 def test_a_malformed_body_is_still_refused_before_anything_is_queued(worker_mode, client, callback_path, db):
     response = post(client, callback_path, {"Body": {"somethingElse": {}}})
 
