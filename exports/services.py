@@ -120,9 +120,9 @@ def _audit_created(export: Export, rows: ListRows, *, row_count: int) -> None:
 
 
 def export_enqueue(*, export_id: int) -> None:
-    from django_q.tasks import async_task
+    from common.queue import enqueue
 
-    async_task(
+    enqueue(
         "exports.tasks.export_write",
         export_id,
         q_options={"timeout": settings.EXPORT_TASK_TIMEOUT, "task_name": f"export-{export_id}"},

@@ -289,10 +289,10 @@ def notification_queue_for_refund(*, refund, to_status: str) -> list[Notificatio
 # --- sending -------------------------------------------------------------------------------------
 def notification_enqueue(*, notification_id: int) -> None:
     """Hand the send to django-q2. Never raises: if the broker is down, the sweeper sends it later."""
-    from django_q.tasks import async_task
+    from common.queue import enqueue
 
     try:
-        async_task("notifications.tasks.notification_send_task", notification_id, group="notifications")
+        enqueue("notifications.tasks.notification_send_task", notification_id, group="notifications")
     except Exception:
         logger.exception("Could not enqueue notification #%s; the sweeper will retry", notification_id)
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Min
 from django.utils import timezone
 
 from audit.models import AuditAction
@@ -130,16 +130,13 @@ def inbox_duplicate_of(*, kind: str, body: bytes) -> int | None:
     """
     if kind not in STK_KINDS:
         return None
-    return (
-        CallbackInbox.objects.filter(
-            kind=kind,
-            body_sha256=hashlib.sha256(body).hexdigest(),
-            status__in=(InboxStatus.PROCESSED, InboxStatus.RECEIVED),
-        )
-        .order_by("pk")
-        .values_list("pk", flat=True)
-        .first()
-    )
+    # MIN, not ORDER BY id LIMIT 1: the latter may walk the primary key of a large inbox instead of
+    # looking the digest up in its index.
+    return CallbackInbox.objects.filter(
+        kind=kind,
+        body_sha256=hashlib.sha256(body).hexdigest(),
+        status__in=(InboxStatus.PROCESSED, InboxStatus.RECEIVED),
+    ).aggregate(first=Min("pk"))["first"]
 
 
 def inbox_count_duplicate(*, inbox_id: int) -> None:
@@ -185,12 +182,12 @@ def apply_in_worker() -> bool:
 def inbox_enqueue(func: str, inbox_id: int) -> bool:
     """Hand a stored row to the task queue. A broker that is down loses nothing: the row is already
     committed, and the inbox sweeper applies rows left `received` after INBOX_RETRY_AFTER."""
-    from django_q.tasks import async_task
+    from common.queue import enqueue
 
     try:
         # save=False: a success needs no result row (django-q2 prunes saved results under a lock);
         # a failure is still kept.
-        async_task(func, inbox_id, task_name=f"inbox-{inbox_id}", save=False)
+        enqueue(func, inbox_id, task_name=f"inbox-{inbox_id}", save=False)
     except Exception:
         logger.warning("Could not queue inbox #%s; the inbox sweeper will apply it", inbox_id, exc_info=True)
         return False

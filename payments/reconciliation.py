@@ -102,10 +102,10 @@ def payment_reconcile(*, payment_id: int, now: dt.datetime | None = None) -> Pay
 
 
 def payment_reconcile_enqueue(*, payment_id: int) -> None:
-    from django_q.tasks import async_task
+    from common.queue import enqueue
 
     try:
-        async_task("payments.tasks.payment_reconcile", payment_id, task_name=f"reconcile-{payment_id}")
+        enqueue("payments.tasks.payment_reconcile", payment_id, task_name=f"reconcile-{payment_id}")
     except Exception:
         # Claimed but not queued: it is due again at its new next_query_at.
         logger.exception("Could not enqueue the STK Query of payment #%s", payment_id)

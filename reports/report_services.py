@@ -165,12 +165,12 @@ def report_subscription_send_now(*, subscription_id: int, actor) -> Period:
         actor is not None and actor.has_perm("reports.change_reportsubscription") and can_see_figures(actor)
     ):
         raise PermissionDenied("You are not allowed to send reports.")
-    from django_q.tasks import async_task
+    from common.queue import enqueue
 
     subscription = ReportSubscription.objects.get(pk=subscription_id)
     period = report_period(subscription.frequency, before=nairobi_today())
     transaction.on_commit(
-        lambda: async_task(
+        lambda: enqueue(
             "reports.tasks.report_send_now",
             subscription.pk,
             actor.pk,

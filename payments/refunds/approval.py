@@ -124,10 +124,10 @@ def refund_submit_enqueue(*, refund_id: int, claimed: bool = False) -> None:
 
     `claimed`: the sweeper found it due and pushed its next turn back; the task sends it now.
     """
-    from django_q.tasks import async_task
+    from common.queue import enqueue
 
     try:
-        async_task("payments.tasks.refund_submit", refund_id, claimed, task_name=f"refund-submit-{refund_id}")
+        enqueue("payments.tasks.refund_submit", refund_id, claimed, task_name=f"refund-submit-{refund_id}")
     except Exception:
         logger.exception(
             "Could not enqueue the submission of refund #%s; the sweeper will send it", refund_id

@@ -149,10 +149,10 @@ def _audit_check(refund: Refund, *, actor, before: dict, data: dict) -> None:
 
 def refund_check_enqueue(*, refund_id: int) -> None:
     """Hand a claimed Transaction Status question to a worker; a lost one is asked at the next due check."""
-    from django_q.tasks import async_task
+    from common.queue import enqueue
 
     try:
-        async_task("payments.tasks.refund_check_status", refund_id, task_name=f"refund-status-{refund_id}")
+        enqueue("payments.tasks.refund_check_status", refund_id, task_name=f"refund-status-{refund_id}")
     except Exception:
         logger.exception("Could not enqueue Transaction Status for refund #%s; asked again later", refund_id)
 

@@ -130,10 +130,10 @@ def _query_unanswered(payment_id: int, *, source: str, actor, error: DarajaError
 
 def payment_query_enqueue(*, payment_id: int) -> None:
     """Ask Daraja about a payment from a worker (never inside the request that triggered it)."""
-    from django_q.tasks import async_task
+    from common.queue import enqueue
 
     try:
-        async_task("payments.tasks.payment_query", payment_id, task_name=f"stk-query-{payment_id}")
+        enqueue("payments.tasks.payment_query", payment_id, task_name=f"stk-query-{payment_id}")
     except Exception:
         logger.exception("Could not enqueue an STK Query for payment #%s; the sweeper will ask", payment_id)
 
