@@ -390,6 +390,8 @@ REFUND_NOT_FOUND_GRACE = env.int("REFUND_NOT_FOUND_GRACE", default=900)
 SMS_BACKEND = env.str("SMS_BACKEND", default="local")
 if SMS_BACKEND not in {"local", "africastalking"}:
     raise ImproperlyConfigured("SMS_BACKEND must be local or africastalking.")
+# The local backend takes this long to record a message, like a slow provider (load and chaos runs).
+SMS_LOCAL_LATENCY_MS = env.int("SMS_LOCAL_LATENCY_MS", default=0)
 # Username "sandbox" talks to AT's sandbox host. AFRICASTALKING_API_URL replaces the host (tests, proxies).
 AFRICASTALKING_USERNAME = env.str("AFRICASTALKING_USERNAME", default="sandbox")
 AFRICASTALKING_API_KEY = env.str("AFRICASTALKING_API_KEY", default="")
@@ -480,6 +482,8 @@ SIMULATOR_CALLBACK_DELAY = env.float("SIMULATOR_CALLBACK_DELAY", default=3.0)
 # Built-in simulator under load tests: STK Query answers this late; each API takes at most this many requests a
 # second and answers Spike Arrest past it (0: no limit); a minted token lives this long.
 SIMULATOR_QUERY_LATENCY_MS = env.int("SIMULATOR_QUERY_LATENCY_MS", default=0)
+# Reversal and B2C answer this late (chaos runs kill the worker waiting for them).
+SIMULATOR_REFUND_LATENCY_MS = env.int("SIMULATOR_REFUND_LATENCY_MS", default=0)
 SIMULATOR_RATE_LIMIT_PER_SECOND = env.int("SIMULATOR_RATE_LIMIT_PER_SECOND", default=0)
 SIMULATOR_TOKEN_SECONDS = env.int("SIMULATOR_TOKEN_SECONDS", default=3600)
 # Requests a second all our processes together send to each Daraja API (0: no limit). Safaricom publishes no

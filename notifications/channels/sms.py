@@ -11,6 +11,7 @@ masked); =africastalking sends them. SDK quirks handled here (ecosystem.md §5):
 import json
 import logging
 import re
+import time
 import uuid
 from decimal import Decimal, InvalidOperation
 
@@ -58,6 +59,11 @@ def send_sms(*, to: str, text: str) -> SendResult:
 
 
 def _send_local(*, to: str, text: str) -> SendResult:
+    # A slow provider (SMS_LOCAL_LATENCY_MS): the message is recorded only once the wait is over, so a sender
+    # that dies meanwhile has sent nothing.
+    latency_ms = getattr(settings, "SMS_LOCAL_LATENCY_MS", 0)
+    if latency_ms > 0:
+        time.sleep(latency_ms / 1000)
     message_id = f"local-{uuid.uuid4().hex[:20]}"
     # Never the text: it carries the customer's name and receipt. It is on the Notification row.
     logger.info(

@@ -50,6 +50,12 @@ def query_latency() -> float:
     return max(0.0, float(getattr(settings, "SIMULATOR_QUERY_LATENCY_MS", 0) or 0) / 1000)
 
 
+def refund_latency() -> float:
+    """Seconds Reversal and B2C take to answer; the request is decided after them, so a caller that stops
+    waiting (a worker killed mid-call) has still moved the money."""
+    return max(0.0, float(getattr(settings, "SIMULATOR_REFUND_LATENCY_MS", 0) or 0) / 1000)
+
+
 def token_seconds() -> int:
     """How long a minted access token lives (Daraja: an hour, announced as "expires_in": "3599")."""
     return max(2, int(getattr(settings, "SIMULATOR_TOKEN_SECONDS", DEFAULT_TOKEN_SECONDS) or 0))

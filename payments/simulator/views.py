@@ -103,10 +103,10 @@ def oauth(request: HttpRequest) -> HttpResponse:
 
 stk_push = daraja_api("stk_push", stk.push)
 stk_query = daraja_api("stk_query", stk.query, latency=traffic.query_latency)
-reversal = daraja_api("reversal", results.reversal)
+reversal = daraja_api("reversal", results.reversal, latency=traffic.refund_latency)
 transaction_status = daraja_api("transaction_status", results.transaction_status)
-b2c_v3 = daraja_api("b2c", lambda body: results.b2c(body, version=3))
-b2c_v1 = daraja_api("b2c", lambda body: results.b2c(body, version=1))
+b2c_v3 = daraja_api("b2c", lambda body: results.b2c(body, version=3), latency=traffic.refund_latency)
+b2c_v1 = daraja_api("b2c", lambda body: results.b2c(body, version=1), latency=traffic.refund_latency)
 pull_register = daraja_api("pull_register", pull.register)
 pull_query = daraja_api("pull_query", pull.query)
 

@@ -412,3 +412,18 @@ def test_status_with_a_bad_credential_fails_2001(daraja, receiver):
     assert_accepted(daraja.post(STATUS, body))
 
     assert receiver.wait_for(body["ResultURL"])[0]["Result"]["ResultCode"] == 2001
+
+
+def test_reversal_and_b2c_answer_after_the_refund_latency(daraja, receiver, settings, monkeypatch):
+    from payments.simulator import traffic
+
+    waits = []
+    monkeypatch.setattr(traffic, "_sleep", waits.append)
+    settings.SIMULATOR_REFUND_LATENCY_MS = 1500
+    receipt = paid_receipt(daraja, receiver)
+    assert waits == []
+
+    assert_accepted(daraja.post(REVERSAL, reversal_body(receiver, receipt)))
+    assert_accepted(daraja.post(B2C, b2c_body(receiver)))
+
+    assert waits == [1.5, 1.5]
