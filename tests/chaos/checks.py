@@ -71,15 +71,16 @@ def inbox_statuses(payment_ids=None) -> Counter:
     return Counter(rows.values_list("status", flat=True))
 
 
-def unsettled_inbox_rows() -> list[tuple[int, str, int]]:
-    """Rows no one applied: received (a dead worker's), failed, unmatched."""
+def unsettled_inbox_rows(*, since=None) -> list[tuple[int, str, int]]:
+    """Rows no one applied (received since `since`): received (a dead worker's), failed, unmatched."""
     from payments.models import CallbackInbox, InboxStatus
 
-    return list(
-        CallbackInbox.objects.using(ALIAS)
-        .filter(status__in=(InboxStatus.RECEIVED, InboxStatus.FAILED, InboxStatus.UNMATCHED))
-        .values_list("pk", "status", "attempts")
+    rows = CallbackInbox.objects.using(ALIAS).filter(
+        status__in=(InboxStatus.RECEIVED, InboxStatus.FAILED, InboxStatus.UNMATCHED)
     )
+    if since is not None:
+        rows = rows.filter(received_at__gte=since)
+    return list(rows.values_list("pk", "status", "attempts"))
 
 
 def open_payments() -> list[tuple[int, str]]:
@@ -118,13 +119,32 @@ def half_applied_orders() -> list[tuple[int, str, list[str]]]:
     return wrong
 
 
-def notifications_not_sent() -> list[tuple[int, str, str]]:
+def notifications_not_sent(*, since=None) -> list[tuple[int, str, str]]:
+    """Notifications (created since `since`) not sent (yet)."""
     from notifications.models import Notification, NotificationStatus
 
+    rows = Notification.objects.using(ALIAS).exclude(
+        status__in=(NotificationStatus.SENT, NotificationStatus.DELIVERED)
+    )
+    if since is not None:
+        rows = rows.filter(created_at__gte=since)
+    return list(rows.values_list("pk", "event", "status"))
+
+
+def notification(pk: int):
+    from notifications.models import Notification
+
+    return Notification.objects.using(ALIAS).get(pk=pk)
+
+
+def inbox_rows_about(correlation_id: str) -> list[tuple[int, str, int]]:
+    """Stored requests carrying this CheckoutRequestID (or Daraja request id): pk, status, attempts."""
+    from payments.models import CallbackInbox
+
     return list(
-        Notification.objects.using(ALIAS)
-        .exclude(status__in=(NotificationStatus.SENT, NotificationStatus.DELIVERED))
-        .values_list("pk", "event", "status")
+        CallbackInbox.objects.using(ALIAS)
+        .filter(correlation_id=correlation_id)
+        .values_list("pk", "status", "attempts")
     )
 
 
@@ -136,9 +156,11 @@ def local_sms_records(log: str) -> Counter:
     return Counter(LOCAL_SMS_RECORD.findall(log))
 
 
-def sms_provider_ids() -> dict[int, str]:
+def sms_provider_ids(*, sent_since=None) -> dict[int, str]:
+    """Provider message id of every SMS notification (sent at or after `sent_since`)."""
     from notifications.models import Channel, Notification
 
-    return dict(
-        Notification.objects.using(ALIAS).filter(channel=Channel.SMS).values_list("pk", "provider_message_id")
-    )
+    rows = Notification.objects.using(ALIAS).filter(channel=Channel.SMS)
+    if sent_since is not None:
+        rows = rows.filter(sent_at__gte=sent_since)
+    return dict(rows.values_list("pk", "provider_message_id"))

@@ -190,8 +190,14 @@ class Cluster:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=STOP_TIMEOUT)
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+    def log_size(self) -> int:
+        return self.log_path.stat().st_size if self.log_path.exists() else 0
+
+    def log(self, *, since: int = 0) -> str:
+        """What the cluster logged (from byte `since` on: see log_size), all its lives together."""
+        with self.log_path.open("rb") as log:
+            log.seek(since)
+            return log.read().decode(errors="replace")
 
 
 def kill(pid: int) -> None:
