@@ -51,6 +51,13 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument("--duplicate-share", type=float, default=0.9, help="share of repeats (default 0.9)")
     parser.add_argument("--hot", type=int, default=5, help="callbacks that are repeated (default 5)")
     parser.add_argument("--queue-workers", type=int, default=2, help="qcluster workers (default 2)")
+    parser.add_argument(
+        "--queue-nice",
+        type=int,
+        default=10,
+        help="CPU niceness of the qcluster (default 10: the workers take what the web tier leaves, as they "
+        "would on machines of their own; 0 = compete)",
+    )
     args = parser.parse_args(argv)
     harness.check_load_args(parser, args)
     try:
@@ -270,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         with (
             harness.gunicorn("app", env, workdir, workers=args.workers, threads=args.threads) as app,
-            harness.qcluster(env, workdir, workers=args.queue_workers)
+            harness.qcluster(env, workdir, workers=args.queue_workers, nice=args.queue_nice)
             if apply_mode == "worker"
             else _nothing(),
         ):
@@ -310,8 +317,9 @@ def main(argv: list[str] | None = None) -> int:
                 threads=args.threads,
             ).replace("closed loop (as fast as answered)", f"loads {', '.join(map(load_label, args.loads))}")
         )
+        worker = f"worker (qcluster, {args.queue_workers} workers, nice {args.queue_nice})"
         print(
-            f"callbacks applied in the {'worker (qcluster, ' + str(args.queue_workers) + ' workers)' if apply_mode == 'worker' else 'request'}; "
+            f"callbacks applied in the {worker if apply_mode == 'worker' else 'request'}; "
             f"storm: {args.duplicate_share:.0%} byte-identical repeats of {args.hot} hot callbacks"
         )
         harness.print_table(results)

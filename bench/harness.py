@@ -515,14 +515,17 @@ def check_load_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -
 # --- django-q2 cluster ---------------------------------------------------------------------------------
 @contextlib.contextmanager
 def qcluster(
-    env: dict[str, str], workdir: Path, *, workers: int = 2, name: str = "qcluster"
+    env: dict[str, str], workdir: Path, *, workers: int = 2, name: str = "qcluster", nice: int = 0
 ) -> Iterator[Server]:
     """A real `manage.py qcluster` with `workers` workers; stopped on exit with SIGTERM to its main pid only
-    (a signal to its process group hangs it: ecosystem.md §3.3), then SIGKILL to whatever is left."""
+    (a signal to its process group hangs it: ecosystem.md §3.3), then SIGKILL to whatever is left.
+
+    `nice` lowers its CPU priority: on one machine it then stands for workers on hardware of their own,
+    taking what the web tier leaves instead of competing with it."""
     log_path = workdir / f"{name}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(  # noqa: S603 - our own venv's python, fixed arguments
-            [sys.executable, "manage.py", "qcluster"],
+            [*(["nice", "-n", str(nice)] if nice else []), sys.executable, "manage.py", "qcluster"],
             cwd=ROOT,
             env={**env, "Q_WORKERS": str(workers)},
             stdout=log,
