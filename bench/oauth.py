@@ -113,6 +113,7 @@ def verify(order_ids: list[int]) -> tuple[bool, str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    settlement.stop_on_signals()
     started = time.monotonic()
     deadline = started + args.max_minutes * 60
     app_port, simulator_port = harness.free_port(), harness.free_port()

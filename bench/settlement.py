@@ -167,7 +167,7 @@ def seed_attempts(count: int, *, first: int, product_id: int, owner_id: int, thr
     started = time.monotonic()
     # The callbacks go nowhere; this process paces nothing (the simulator is not limiting while it seeds).
     with override_settings(MPESA_CALLBACK_BASE_URL=CLOSED_PORT_URL, MPESA_RATE_LIMIT_PER_SECOND=0):
-        workers = [threading.Thread(target=place, name=f"seed-{n}") for n in range(threads)]
+        workers = [threading.Thread(target=place, name=f"seed-{n}", daemon=True) for n in range(threads)]
         for worker in workers:
             worker.start()
         for worker in workers:
@@ -177,6 +177,39 @@ def seed_attempts(count: int, *, first: int, product_id: int, owner_id: int, thr
 
 
 # --- settling -----------------------------------------------------------------------------------------
+STATUS_SWEEPER = "payments-status-sweeper"  # payments/schedules.py
+DRAIN_CAP_SECONDS = 20 * 60
+
+
+def status_sweeper_pause(paused: bool) -> None:
+    """Pause the sweeper's schedule (repeats = 0, as an operator would in the admin) or run it now and on."""
+    from django.utils import timezone
+    from django_q.models import Schedule
+
+    changes = {"repeats": 0} if paused else {"repeats": -1, "next_run": timezone.now()}
+    if not Schedule.objects.filter(name=STATUS_SWEEPER).update(**changes):
+        raise RuntimeError(f"no schedule named {STATUS_SWEEPER}")
+
+
+def drain_queue(cluster: subprocess.Popen, *, label: str) -> float:
+    """Wait until the task queue is empty (the notifications the seeded orders queued); returns seconds."""
+    from django_q.brokers import get_broker
+
+    broker = get_broker()
+    started = time.monotonic()
+    empty_polls = 0
+    while empty_polls < 3 and time.monotonic() - started < DRAIN_CAP_SECONDS:
+        if cluster.poll() is not None:
+            raise RuntimeError(f"qcluster exited with {cluster.returncode}")
+        queued = broker.queue_size()
+        empty_polls = empty_polls + 1 if not queued else 0
+        time.sleep(POLL_SECONDS)
+    print(
+        f"  {label}: the queue the seeding left was drained in {time.monotonic() - started:.0f} s", flush=True
+    )
+    return time.monotonic() - started
+
+
 def still_initiated(seeded: Seeded) -> int:
     from payments.models import Payment, PaymentStatus
 
@@ -189,7 +222,7 @@ class Settlement:
     workers: int
     attempts: int
     settled: int = 0
-    seconds: float = 0.0  # from the cluster's start to the last attempt settled (or the cap)
+    seconds: float = 0.0  # from the sweeper's start to the last attempt settled (or the cap)
     first_settled_after: float = math.nan
     capped: bool = False
     started_epoch: float = 0.0
@@ -212,10 +245,17 @@ def settle(
     order_load,
 ) -> Settlement:
     """Run the cluster until every seeded attempt left `initiated` (or the cap); the order load runs meanwhile,
-    from the first settled attempt on."""
+    from the first settled attempt on.
+
+    The clock starts when the status sweeper is scheduled: first the cluster works off, with the sweeper paused,
+    the notifications the seeded orders queued (in real life they went out as the orders came in).
+    """
     result = Settlement(workers=workers, attempts=len(seeded.payment_ids))
     loader: threading.Thread | None = None
+    status_sweeper_pause(True)
     with qcluster(env, workdir, workers=workers, name=f"qcluster-{workers}") as cluster:
+        drain_queue(cluster, label=f"{workers} workers")
+        status_sweeper_pause(False)
         started = time.monotonic()
         result.started_epoch = time.time()
         last_progress, last_settled = started, 0
@@ -357,8 +397,9 @@ def print_report(args, baseline: harness.LoadResult, runs: list[Settlement], see
             f"{query['rejected']:>7} {run.first_settled_after:>7.0f}" + ("  (capped)" if run.capped else "")
         )
     print(
-        "bound/s: min(rate limit, workers / latency), one STK Query per attempt; first s: seconds from the "
-        "cluster's start to the first settled attempt (the scheduler's first sweep)"
+        "bound/s: min(rate limit, workers / latency), one STK Query per attempt; seconds and first s: from "
+        "the moment the sweeper's schedule is due (the cluster's scheduler looks every 30 s) to the last and "
+        "the first settled attempt"
     )
     print()
     orders = [baseline] + [run.orders for run in runs if run.orders is not None]
@@ -368,8 +409,20 @@ def print_report(args, baseline: harness.LoadResult, runs: list[Settlement], see
             harness.print_ratio(run.orders, baseline)
 
 
+def stop_on_signals() -> None:
+    """SIGTERM and SIGINT (even when started in the background, where SIGINT is ignored) unwind the run, so
+    every server and cluster it started is stopped and the scratch databases are dropped."""
+
+    def stop(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    stop_on_signals()
     started = time.monotonic()
     app_port, simulator_port = harness.free_port(), harness.free_port()
     simulator_url = f"http://{harness.LOOPBACK}:{simulator_port}"
@@ -435,6 +488,17 @@ def main(argv: list[str] | None = None) -> int:
                 seeding.append(seeded)
                 with harness.gunicorn(f"simulator-{index}", limited, workdir, **simulator):
                     if baseline is None:
+                        # Every web worker warm, and the simulator's first answers, outside the measurement.
+                        warm = [harness.Call("GET", "/api/v1/products")] * 100
+                        harness.run_load("warm-up", app.base_url, warm, concurrency=8, max_seconds=20)
+                        harness.run_load(
+                            "warm-up",
+                            app.base_url,
+                            order_calls(8, product_id=product_id, token=token, first_phone=0),
+                            concurrency=4,
+                            max_seconds=20,
+                            accept=lambda response: True,
+                        )
                         print("baseline orders (no cluster running) ...", flush=True)
                         baseline = orders_phase("baseline: orders, no settlement")
                     print(f"settling with {workers} workers ...", flush=True)
