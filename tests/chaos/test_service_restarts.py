@@ -25,7 +25,9 @@ from tests.chaos.stack import (
 pytestmark = pytest.mark.chaos
 
 OUTAGE_SECONDS = float(os.environ.get("CHAOS_OUTAGE_SECONDS", "3"))
-ANSWER_WITHIN = 5.0  # seconds: slower than this is a hang
+# Seconds: slower than this is a hang. A refused connection fails at once; a connection pool
+# (DATABASE_POOL_MAX_SIZE) makes a request wait up to its timeout (5 s) for a connection first.
+ANSWER_WITHIN = 8.0
 CALLBACKS = 20
 # After the last restart: new connections, and django-q2's pusher reincarnated (it sleeps 10 s first).
 RECOVERY_GRACE = 5.0
@@ -106,7 +108,7 @@ def test_postgres_and_redis_restarts_under_load(stack, scratch_db):
         load.stop()
     print(
         f"chaos: PostgreSQL down {postgres_up - postgres_down:.1f} s, Redis down {redis_up - redis_down:.1f} s; "
-        f"answers {dict(load.statuses())}; "
+        f"answers {dict(load.statuses())}, the slowest in {max(s.seconds for s in load.of()):.1f} s; "
         + ", ".join(
             f"{name} {dict(load.statuses(name))}"
             for name in ("api read", "api order", "admin page", "callback")
