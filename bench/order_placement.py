@@ -16,6 +16,7 @@ Exit status 1 only when an order was refused or that check fails; latency is rep
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import threading
@@ -157,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         "MPESA_CALLBACK_BASE_URL": f"http://{harness.LOOPBACK}:{app_port}",
         "SIMULATOR_CALLBACK_DELAY": str(args.callback_delay),
     }
+    overrides |= harness.backend_overrides(args)
     with harness.scratch_database(postgres=args.postgres, redis=args.redis, keep=args.keep, **overrides) as (
         workdir,
         env,
@@ -171,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
         load = dict(concurrency=args.concurrency, max_seconds=args.max_seconds, rate=args.rate)
         warm = dict(concurrency=args.concurrency, max_seconds=10.0)  # closed loop whatever --rate says
 
+        from django.conf import settings
+
+        worker_mode = settings.MPESA_CALLBACK_APPLY == "worker"
         with (
             harness.gunicorn(
                 "daraja-simulator", simulator_env, workdir, workers=1, threads=8, port=simulator_port
@@ -178,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
             harness.gunicorn(
                 "app", env, workdir, workers=args.workers, threads=args.threads, port=app_port
             ) as app,
+            # With MPESA_CALLBACK_APPLY=worker (the default with Redis) a task applies each stored callback.
+            harness.qcluster(env, workdir, workers=2, nice=10) if worker_mode else contextlib.nullcontext(),
         ):
             # Warm the workers and mint the OAuth token outside the measurement.
             harness.run_load("warm-up", app.base_url, baseline_calls[:200], **warm)
@@ -202,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         print(
-            f"Daraja: built-in simulator in its own gunicorn (1 worker x 8 threads), callback delay {args.callback_delay:g} s"
+            f"Daraja: built-in simulator in its own gunicorn (1 worker x 8 threads), callback delay {args.callback_delay:g} s; "
+            f"callbacks applied in the {'worker (qcluster, 2 workers, nice 10)' if worker_mode else 'request'}"
         )
         harness.print_table([baseline, placed])
         harness.print_ratio(placed, baseline)
