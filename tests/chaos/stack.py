@@ -151,7 +151,7 @@ class Cluster:
         with self.log_path.open("ab") as log:
             log.write(f"\n===== qcluster life {self.lives + 1} =====\n".encode())
             log.flush()
-            self.process = subprocess.Popen(  # noqa: S603 - our own venv's python, fixed arguments
+            self.process = subprocess.Popen(
                 [sys.executable, "manage.py", "qcluster"],
                 cwd=ROOT,
                 env={**self.env, **extra_env},
@@ -162,6 +162,11 @@ class Cluster:
         self.lives += 1
         # Ready when the workers are forked (they are what the tests kill).
         wait_until("the qcluster workers", lambda: len(self.pids()) >= 4, timeout=30, interval=0.2)
+
+    def restart(self, **extra_env: str) -> None:
+        """Stopped (or found dead) and started again, with these settings on top of its own."""
+        self.stop()
+        self.start(**extra_env)
 
     def pids(self) -> list[int]:
         """The main process and everything it forked (sentinel, workers, monitor, pusher)."""
@@ -200,6 +205,15 @@ class Cluster:
             return log.read().decode(errors="replace")
 
 
+def alive(pid: int) -> bool:
+    """Running (a zombie has closed everything already)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def kill(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
@@ -212,7 +226,7 @@ def _as_root(argv: list[str]) -> list[str]:
 
 def _postgres_cluster(port: int) -> tuple[str, str]:
     """(version, name) of the cluster on `port`, as scripts/ensure-postgres finds it."""
-    out = subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True, check=True).stdout  # noqa: S607
+    out = subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True, check=True).stdout
     for line in out.splitlines():
         version, name, cluster_port, *_ = line.split()
         if int(cluster_port) == port:
@@ -224,49 +238,63 @@ def restart_postgres(*, port: int, down_seconds: float) -> float:
     """Stop the server (fast: sessions are cut), keep it down, start it; returns the seconds it was down."""
     version, name = _postgres_cluster(port)
     started = time.monotonic()
-    subprocess.run(_as_root(["pg_ctlcluster", version, name, "stop", "-m", "fast"]), check=True, timeout=60)  # noqa: S603
-    time.sleep(down_seconds)
-    subprocess.run(_as_root(["pg_ctlcluster", version, name, "start"]), check=True, timeout=60)  # noqa: S603
+    try:
+        subprocess.run(
+            _as_root(["pg_ctlcluster", version, name, "stop", "-m", "fast"]), check=True, timeout=60
+        )
+        time.sleep(down_seconds)
+    finally:  # the server is shared: it comes back whatever happened
+        subprocess.run(_as_root(["pg_ctlcluster", version, name, "start"]), check=True, timeout=60)
     _close_scratch_connections()  # the test's own connection went with the server
-    wait_until(
-        "PostgreSQL to accept connections",
-        lambda: subprocess.run(["pg_isready", "-q", "-h", "127.0.0.1", "-p", str(port)]).returncode == 0,  # noqa: S603,S607
-        timeout=60,
-        interval=0.2,
-    )
+    wait_until("PostgreSQL to accept connections", lambda: _postgres_answers(port), timeout=60, interval=0.2)
     return time.monotonic() - started
+
+
+def _postgres_answers(port: int) -> bool:
+    ready = subprocess.run(["pg_isready", "-q", "-h", "127.0.0.1", "-p", str(port)], timeout=10)
+    return ready.returncode == 0
 
 
 def restart_redis(*, port: int, down_seconds: float) -> float:
     """`shutdown nosave` (its data is gone, as after a crash without persistence), then the same server
     scripts/ensure-redis starts; returns the seconds it was down."""
     started = time.monotonic()
-    subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"], capture_output=True, timeout=30)  # noqa: S603,S607
-    wait_until(
-        "Redis to stop",
-        lambda: (
-            subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).returncode != 0  # noqa: S603,S607
-            or b"PONG"
-            not in subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).stdout
-        ),  # noqa: S603,S607
-        timeout=10,
-        interval=0.1,
-    )
-    time.sleep(down_seconds)
-    subprocess.run(  # noqa: S603
-        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",  # noqa: S607
-         "--daemonize", "yes"],
+    try:
+        subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"], capture_output=True, timeout=30)
+        wait_until("Redis to stop", lambda: not _redis_answers(port), timeout=10, interval=0.1)
+        time.sleep(down_seconds)
+    finally:  # the server is shared: it comes back whatever happened
+        if not _redis_answers(port):
+            _start_redis(port)
+    wait_until("Redis to answer", lambda: _redis_answers(port), timeout=30, interval=0.1)
+    return time.monotonic() - started
+
+
+def _redis_answers(port: int) -> bool:
+    ping = subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True, timeout=10)
+    return b"PONG" in ping.stdout
+
+
+def _start_redis(port: int) -> None:
+    """The server scripts/ensure-redis starts: loopback only, no persistence."""
+    subprocess.run(
+        [
+            "redis-server",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "yes",
+        ],
         check=True,
         capture_output=True,
         timeout=30,
-    )  # fmt: skip
-    wait_until(
-        "Redis to answer",
-        lambda: b"PONG" in subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).stdout,  # noqa: S603,S607
-        timeout=30,
-        interval=0.1,
     )
-    return time.monotonic() - started
 
 
 # --- the stack ----------------------------------------------------------------------------------------
@@ -291,6 +319,8 @@ class Stack:
 
     # --- processes ---------------------------------------------------------------------------------
     def start_simulator(self) -> None:
+        if self._simulator is not None:
+            return
         self._simulator = contextlib.ExitStack()
         self.simulator = self._simulator.enter_context(
             harness.gunicorn(
@@ -309,9 +339,15 @@ class Stack:
         if self._simulator is None:
             return
         if crash and self.simulator.process.poll() is None:
+            processes = [self.simulator.process.pid, *descendants(self.simulator.process.pid)]
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.simulator.process.pid, signal.SIGKILL)
             self.simulator.process.wait(timeout=STOP_TIMEOUT)
+            # Gone for good, sockets closed, before anyone calls it: a request sent into a dying process
+            # is one whose outcome nobody knows (and rightly goes to review).
+            wait_until(
+                "the simulator to die", lambda: not any(map(alive, processes)), timeout=10, interval=0.05
+            )
         self._simulator.close()
         self._simulator = self.simulator = None
 
@@ -409,7 +445,7 @@ _t, shopper, _ = api_token_issue(username="chaos-shopper")
 _t, staff, _ = api_token_issue(username={STAFF_USERNAME!r}, scopes=["orders", "refunds"])
 print("SEED " + json.dumps({{"product": product.pk, "shopper": shopper, "staff": staff}}))
 """
-    out = subprocess.run(  # noqa: S603 - our own venv's python, fixed arguments
+    out = subprocess.run(
         [sys.executable, "manage.py", "shell", "-c", script],
         cwd=ROOT,
         env=env,

@@ -94,15 +94,16 @@ def test_workers_killed_mid_task(stack, scratch_db):
     b2c_payment = paid(stack, SILENT_REFUND_PHONE)
 
     # --- an SMS, the whole cluster killed while the provider takes it -------------------------------
-    stack.cluster.stop()
-    stack.cluster.start(SMS_LOCAL_LATENCY_MS=SMS_LATENCY_MS)
-    placed = stack.place_order().json()
-    order, sms_payment = placed["order"]["id"], placed["payment"]["id"]
-    in_flight = wait_until("an SMS being sent", lambda: sending_notification(order), timeout=30)
-    stack.cluster.kill()
-    killed_sms = checks.notification(in_flight.pk)
+    stack.cluster.restart(SMS_LOCAL_LATENCY_MS=SMS_LATENCY_MS)
+    try:
+        placed = stack.place_order().json()
+        order, sms_payment = placed["order"]["id"], placed["payment"]["id"]
+        in_flight = wait_until("an SMS being sent", lambda: sending_notification(order), timeout=30)
+        stack.cluster.kill()
+        killed_sms = checks.notification(in_flight.pk)
+    finally:
+        stack.cluster.restart()  # started again as it runs everywhere else: no slow provider
     assert killed_sms.status == "sending"
-    stack.cluster.start()
 
     # --- refunds, the workers killed while Daraja takes them -----------------------------------------
     reversal = stack.request_refund(reversed_payment)  # the whole amount: a Reversal
