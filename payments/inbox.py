@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from audit.models import AuditAction
 from audit.services import audit_record, changes_between, field_values
+from common.outage import outage_kind, outage_log
 from payments.daraja.async_results import parse_queue_timeout, parse_result
 from payments.daraja.results import CallbackFormatError, StkResult, parse_stk_callback
 from payments.models import CallbackInbox, EventKind, EventSource, InboxKind, InboxStatus
@@ -188,8 +189,13 @@ def inbox_enqueue(func: str, inbox_id: int) -> bool:
         # save=False: a success needs no result row (django-q2 prunes saved results under a lock);
         # a failure is still kept.
         enqueue(func, inbox_id, task_name=f"inbox-{inbox_id}", save=False)
-    except Exception:
-        logger.warning("Could not queue inbox #%s; the inbox sweeper will apply it", inbox_id, exc_info=True)
+    except Exception as exc:
+        if outage_kind(exc):
+            outage_log.record(outage_kind(exc), exc, f"queueing inbox #{inbox_id}")
+        else:
+            logger.warning(
+                "Could not queue inbox #%s; the inbox sweeper will apply it", inbox_id, exc_info=True
+            )
         return False
     return True
 

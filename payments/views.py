@@ -14,6 +14,7 @@ from django.utils.log import log_response
 from django.views.decorators.csrf import csrf_exempt
 
 from common.net import client_ip
+from common.outage import RETRY_AFTER_SECONDS, outage_kind, outage_log
 from payments import inbox as inbox_service
 from payments.callback_urls import token_matches
 from payments.models import InboxKind, InboxStatus
@@ -146,10 +147,16 @@ def _receive(request: HttpRequest, *, kind: str, token: str | None) -> JsonRespo
             inbox_service.inbox_enqueue("payments.tasks.inbox_apply", inbox.pk)
             return JsonResponse(ACK)
         inbox = inbox_service.inbox_process(inbox_id=inbox.pk)
-    except DatabaseError:
-        logger.exception("Database unavailable while receiving a Daraja request")
+    except DatabaseError as exc:
+        if outage_kind(exc):
+            outage_log.record("database", exc, _masked_path(request, token))
+        else:
+            logger.exception("Database error while receiving a Daraja request")
         # 503, not 200: a sender that retries should retry; reconciliation covers one that doesn't.
-        return _refuse(503, "Temporarily unavailable", "unavailable")
+        response = _refuse(503, "Temporarily unavailable", "unavailable")
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        response._has_been_logged = True
+        return response
     if inbox.status == InboxStatus.REJECTED:
         return _refuse(400, inbox.error.splitlines()[0][:200] if inbox.error else "Rejected")
     return JsonResponse(ACK)

@@ -204,8 +204,11 @@ def test_an_outage_is_logged_once_not_once_per_request(client, caplog):
     assert "Database unavailable" in errors[0].getMessage()
 
 
-def test_a_callback_that_cannot_be_stored_is_not_acknowledged(client, settings, fake_daraja, place_order):
+def test_a_callback_that_cannot_be_stored_is_not_acknowledged(
+    client, settings, fake_daraja, place_order, caplog
+):
     settings.ROOT_URLCONF = "backoffice.urls"
+    caplog.set_level(logging.INFO)
     _order, payment = place_order()
     body = json.dumps(stk_callback(payment.checkout_request_id, amount=float(payment.amount)))
     path_ = reverse("payments:stk-callback", kwargs={"token": callback_token()})
@@ -216,6 +219,12 @@ def test_a_callback_that_cannot_be_stored_is_not_acknowledged(client, settings, 
         response = client.post(path_, data=body, content_type="application/json")
 
     assert response.status_code == 503
+    assert response["Retry-After"] == "5"
     assert not CallbackInbox.objects.exists()
     payment.refresh_from_db()
     assert payment.status == PaymentStatus.INITIATED
+    # One line for the outage, with the URL's secret masked; no traceback per refused callback.
+    errors = [record for record in caplog.records if record.levelno >= logging.WARNING]
+    assert [record.name for record in errors] == ["common.outage"]
+    assert callback_token() not in errors[0].getMessage()
+    assert errors[0].exc_info is None
