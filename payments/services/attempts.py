@@ -198,7 +198,11 @@ def _retry_attempt_create(*, payment_id: int, phone: str | None, source: str, ac
         raise blocker
     phone = phone or failed.phone
     latest = max(
-        (p.initiated_at or p.created_at for p in siblings if p.phone == phone and p.amount == failed.amount),
+        (
+            p.initiated_at or p.created_at
+            for p in siblings
+            if p.phone == phone and p.amount == failed.amount and _push_may_have_started(p)
+        ),
         default=None,
     )
     if latest and timezone.now() - latest < RULE_17_WINDOW:
@@ -227,6 +231,17 @@ def _retry_attempt_create(*, payment_id: int, phone: str | None, source: str, ac
             data={"retry_of": failed.pk, "order": failed.order_id, "phone": new.masked_phone},
         )
     return new
+
+
+def _push_may_have_started(payment: Payment) -> bool:
+    """M-Pesa's 2-minute rule counts pushes it initiated (daraja.md, code 17): an attempt Daraja accepted,
+    or one whose push may have reached it. A push Daraja refused, or never received (connection refused),
+    started nothing and does not hold the customer back."""
+    return (
+        payment.initiated_at is not None
+        or payment.status == PaymentStatus.PENDING
+        or payment.failure_class == FailureClass.UNKNOWN
+    )
 
 
 def payment_retry(

@@ -1,7 +1,9 @@
 import datetime as dt
 from decimal import Decimal
+from unittest import mock
 
 import pytest
+import requests
 import time_machine
 from django.utils import timezone
 
@@ -294,6 +296,30 @@ def test_failed_payment_can_be_retried_after_two_minutes_with_a_new_attempt(init
     assert new.amount == initiated.amount
     assert len(fake_daraja.pushes) == 2
     assert Payment.objects.get(pk=initiated.pk).status == PaymentStatus.FAILED
+
+
+def test_a_push_daraja_never_received_does_not_hold_a_retry_back(fake_daraja, place_order):
+    refused = requests.ConnectionError(
+        "HTTPConnectionPool: NewConnectionError: [Errno 111] Connection refused"
+    )
+    fake_daraja.push_replies.extend([refused] * 3)  # the push and the client's two reconnects
+    with mock.patch("payments.daraja.client.time.sleep"):
+        _order, unreachable = place_order()
+    assert unreachable.status == PaymentStatus.FAILED
+
+    new = services.payment_retry(payment_id=unreachable.pk)
+
+    assert new.status == PaymentStatus.INITIATED
+    assert new.phone == unreachable.phone
+    assert len(fake_daraja.pushes) == 3 + 1  # three refused connections, then the retry's push
+
+
+def test_a_push_whose_outcome_is_unknown_still_holds_a_retry_back(fake_daraja, place_order):
+    fake_daraja.push_replies.append(requests.ReadTimeout("read timed out"))
+    _order, unknown = place_order()
+
+    with pytest.raises((RetryTooSoon, PaymentNotRetryable)):
+        services.payment_retry(payment_id=unknown.pk)
 
 
 def test_retry_to_another_phone_is_allowed_at_once(initiated, fake_daraja):
