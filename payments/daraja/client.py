@@ -7,6 +7,7 @@ Daraja's answers into our typed errors.
 """
 
 import base64
+import contextlib
 import datetime as dt
 import hashlib
 import logging
@@ -20,6 +21,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
+from common.outage import outage_kind
 from common.phone import mask_msisdn
 from payments.daraja.async_results import AsyncAccepted
 from payments.daraja.errors import (
@@ -102,6 +104,10 @@ class DarajaClient:
     # --- OAuth ----------------------------------------------------------------------------------
     def access_token(self, *, stale_token: str | None = None) -> str:
         """The shared token; `stale_token` is one Daraja just refused, so a different one is needed."""
+        with _shared_cache_needed("the Daraja access token"):
+            return self._access_token(stale_token=stale_token)
+
+    def _access_token(self, *, stale_token: str | None) -> str:
         key = self._token_cache_key()
         token = cache.get(key)
         if token and token != stale_token:
@@ -178,7 +184,8 @@ class DarajaClient:
     def _send(self, path: str, payload: dict, token: str, *, connect_retries: int) -> requests.Response:
         attempt = 0
         while True:
-            self.pacer.wait_for_slot(path)
+            with _shared_cache_needed("the Daraja rate limit"):
+                self.pacer.wait_for_slot(path)
             try:
                 return self.session.post(
                     self.base_url + path,
@@ -414,6 +421,19 @@ def _still_processing(body: dict) -> bool:
     """
     desc = str(body.get("ResultDesc", "")).lower()
     return str(body.get("ResultCode")) == "4999" or "under processing" in desc or "being processed" in desc
+
+
+@contextlib.contextmanager
+def _shared_cache_needed(what: str):
+    """The token and the rate limit live in the shared cache (Redis in production). With the cache out of
+    reach nothing was sent: Daraja is unavailable to us, so a push fails at once and stays retryable
+    instead of waiting as `pending` for its deadline."""
+    try:
+        yield
+    except Exception as exc:
+        if not outage_kind(exc):
+            raise
+        raise DarajaUnavailable(f"Shared cache unreachable for {what}: {type(exc).__name__}") from exc
 
 
 def _nothing_was_sent(exc: Exception) -> bool:

@@ -421,3 +421,33 @@ def test_oauth_outage_fails_the_attempt_without_pushing(fake_daraja, api_client,
     assert response.status_code == 201
     assert response.json()["payment"]["status"] == "failed"
     assert fake_daraja.pushes == []
+
+
+# --- the shared cache out of reach (Redis restarting) ------------------------------------------------
+def test_with_the_shared_cache_down_a_push_fails_at_once_as_unavailable_and_sends_nothing(
+    fake_daraja, place_order, monkeypatch
+):
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    def cache_down(*args, **kwargs):
+        raise RedisConnectionError("Error 111 connecting to 127.0.0.1:6390. Connection refused.")
+
+    monkeypatch.setattr(client_module.cache, "get", cache_down)
+
+    _order, payment = place_order()
+
+    assert payment.status == PaymentStatus.FAILED
+    assert payment.failure_class == FailureClass.SYSTEM
+    assert "Shared cache unreachable" in payment.result_desc
+    assert fake_daraja.pushes == []
+    assert fake_daraja.oauth_calls == 0
+
+
+def test_a_cache_error_that_is_not_an_outage_is_not_hidden(fake_daraja, monkeypatch):
+    def broken(*args, **kwargs):
+        raise TypeError("a bug, not an outage")
+
+    monkeypatch.setattr(client_module.cache, "get", broken)
+
+    with pytest.raises(TypeError):
+        DarajaClient().access_token()
