@@ -148,14 +148,13 @@ def scratch_database(
 
 DB_CONNECTIONS = {
     "persistent": {"DATABASE_CONN_MAX_AGE": "600", "DATABASE_CONN_HEALTH_CHECKS": "true"},
-    "pool": {"DATABASE_POOL_MAX_SIZE": "8"},
     "per-request": {"DATABASE_CONN_MAX_AGE": "0", "DATABASE_CONN_HEALTH_CHECKS": "false"},
 }
 
 
 def backend_overrides(args: argparse.Namespace) -> dict[str, str]:
     """The environment the --db-connections choice stands for."""
-    return {"DATABASE_POOL_MAX_SIZE": "0", **DB_CONNECTIONS[getattr(args, "db_connections", "persistent")]}
+    return dict(DB_CONNECTIONS[getattr(args, "db_connections", "persistent")])
 
 
 def add_backend_args(parser: argparse.ArgumentParser) -> None:
@@ -171,8 +170,8 @@ def add_backend_args(parser: argparse.ArgumentParser) -> None:
         "--db-connections",
         choices=sorted(DB_CONNECTIONS),
         default="persistent",
-        help="PostgreSQL connection handling: persistent (CONN_MAX_AGE=600 with health checks, the default), "
-        "pool (psycopg's pool, 8 per process) or per-request (CONN_MAX_AGE=0)",
+        help="PostgreSQL connections: persistent (CONN_MAX_AGE=600 with health checks, production's default) "
+        "or per-request (CONN_MAX_AGE=0)",
     )
     parser.add_argument(
         "--redis",
