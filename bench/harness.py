@@ -195,12 +195,9 @@ def backend_name() -> str:
         from django.conf import settings
 
         options = settings.DATABASES["default"]
-        if options.get("OPTIONS", {}).get("pool"):
-            database += f" (psycopg pool of {options['OPTIONS']['pool']['max_size']} per process)"
-        else:
-            database += (
-                f" (CONN_MAX_AGE={options['CONN_MAX_AGE']}, health checks {options['CONN_HEALTH_CHECKS']})"
-            )
+        database += (
+            f" (CONN_MAX_AGE={options['CONN_MAX_AGE']}, health checks {options['CONN_HEALTH_CHECKS']})"
+        )
     return f"{database}, {cache}"
 
 
