@@ -16,8 +16,8 @@ import traceback
 from collections.abc import Callable, Iterable
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import F, Min
+from django.db import connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from audit.models import AuditAction
@@ -131,13 +131,16 @@ def inbox_duplicate_of(*, kind: str, body: bytes) -> int | None:
     """
     if kind not in STK_KINDS:
         return None
-    # MIN, not ORDER BY id LIMIT 1: the latter may walk the primary key of a large inbox instead of
-    # looking the digest up in its index.
-    return CallbackInbox.objects.filter(
-        kind=kind,
-        body_sha256=hashlib.sha256(body).hexdigest(),
-        status__in=(InboxStatus.PROCESSED, InboxStatus.RECEIVED),
-    ).aggregate(first=Min("pk"))["first"]
+    # One statement by hand: building it with the ORM cost as much as running it, on the path every
+    # Daraja request takes before its answer. MIN, not ORDER BY id LIMIT 1, which may walk the primary
+    # key of a large inbox instead of looking the digest up in its index.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT MIN(id) FROM {CallbackInbox._meta.db_table}"  # noqa: S608 - our table name, no input
+            " WHERE body_sha256 = %s AND kind = %s AND status IN (%s, %s)",
+            [hashlib.sha256(body).hexdigest(), kind, InboxStatus.PROCESSED, InboxStatus.RECEIVED],
+        )
+        return cursor.fetchone()[0]
 
 
 def inbox_count_duplicate(*, inbox_id: int) -> None:
