@@ -11,14 +11,12 @@ import pytest
 import time_machine
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from django.urls import reverse
 from django.utils import timezone
 from django_q.conf import Conf
 from django_q.models import OrmQ
 from django_q.signing import SignedPackage
 
 from payments import tasks
-from payments.callback_urls import callback_token
 from payments.models import CallbackInbox, EventKind, InboxStatus, PaymentStatus
 from payments.reconciliation import inbox_sweep
 from tests.conftest import stk_callback
@@ -30,18 +28,6 @@ ACK = {"ResultCode": 0, "ResultDesc": "Accepted"}
 def worker_mode(settings, monkeypatch):
     settings.MPESA_CALLBACK_APPLY = "worker"
     monkeypatch.setattr(Conf, "SYNC", False)
-
-
-@pytest.fixture
-def callback_path():
-    return reverse("payments:stk-callback", kwargs={"token": callback_token()})
-
-
-@pytest.fixture
-def initiated(fake_daraja, place_order):
-    _order, payment = place_order()
-    assert payment.status == PaymentStatus.INITIATED
-    return payment
 
 
 def post(client, path, body):

@@ -16,18 +16,6 @@ LEGACY_PATH = "/api/v1/payments/mpesa/callback"
 SAFARICOM_IP = "196.201.214.200"
 
 
-@pytest.fixture
-def callback_path():
-    return reverse("payments:stk-callback", kwargs={"token": callback_token()})
-
-
-@pytest.fixture
-def initiated(fake_daraja, place_order):
-    _order, payment = place_order()
-    assert payment.status == PaymentStatus.INITIATED
-    return payment
-
-
 def settings_dir() -> Path:
     return Path(__file__).resolve().parents[2]
 
