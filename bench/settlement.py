@@ -431,6 +431,8 @@ def main(argv: list[str] | None = None) -> int:
         "MPESA_CALLBACK_BASE_URL": f"http://{harness.LOOPBACK}:{app_port}",
         "SIMULATOR_CALLBACK_DELAY": "1",
         "MPESA_RATE_LIMIT_PER_SECOND": str(args.rate_limit),
+        # The scheduled statement pull (statements.py measures it) would read every seeded payment back.
+        "MPESA_PULL_TRANSACTIONS_ENABLED": "false",
     }
     ok = True
     with harness.scratch_database(postgres=args.postgres, redis=args.redis, keep=args.keep, **overrides) as (

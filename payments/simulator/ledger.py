@@ -33,6 +33,7 @@ NEXT_SLOT = "ledger-next"
 OPENING_BALANCE_KES = Decimal("500000.00")
 RETAINED_DAYS = state.RECORD_TTL // 86400
 _MAX_SLOT_ATTEMPTS = 100_000
+READ_CHUNK = 500
 
 PAY_BILL_ONLINE = "Pay Bill Online"
 PAY_MERCHANT_ONLINE = "Pay Merchant Online"
@@ -99,13 +100,19 @@ def _day_key(shortcode: str, day: dt.date) -> str:
 
 
 def day_entries(shortcode: str, day: dt.date) -> list[dict[str, Any]]:
-    """The day's entries in the order they were appended (the order of the running balance)."""
-    entries = []
-    index = 0
-    while (entry := state.get(LEDGER, _slot(shortcode, day, index))) is not None:
-        entries.append(entry)
-        index += 1
-    return entries
+    """The day's entries in the order they were appended (the order of the running balance).
+
+    Read READ_CHUNK slots per round trip: a busy day holds tens of thousands of entries, and every Pull
+    Transactions page reads its day again.
+    """
+    entries: list[dict[str, Any]] = []
+    while True:
+        slots = [_slot(shortcode, day, index) for index in range(len(entries), len(entries) + READ_CHUNK)]
+        found = state.get_many(LEDGER, slots)
+        for slot in slots:
+            if slot not in found:
+                return entries
+            entries.append(found[slot])
 
 
 def _last_entry(shortcode: str, day: dt.date) -> dict[str, Any] | None:

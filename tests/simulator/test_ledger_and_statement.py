@@ -147,6 +147,24 @@ def test_concurrent_appends_lose_nothing_and_keep_one_balance_chain():
     assert balance == ledger.OPENING_BALANCE_KES + threads * sum(range(1, per_thread + 1))
 
 
+def test_a_day_longer_than_one_read_comes_back_whole_and_in_order(monkeypatch):
+    monkeypatch.setattr(ledger, "READ_CHUNK", 2)
+    moment = datetime.now(NAIROBI).timestamp()
+    for n in range(5):
+        ledger.append(
+            shortcode="600998",
+            receipt=f"R{n:09d}",
+            reason_type=ledger.PAY_BILL,
+            completed_at=moment,
+            paid_in=1,
+        )
+
+    entries = ledger.day_entries("600998", ledger.ledger_day(moment))
+
+    assert [entry["receipt"] for entry in entries] == [f"R{n:09d}" for n in range(5)]
+    assert entries[-1]["balance"] == f"{ledger.OPENING_BALANCE_KES + 5}"
+
+
 def test_csv_statement_has_the_portal_layout(daraja, receiver, tmp_path):
     paid, reversed_, reversal, b2c = money_moves(daraja, receiver)
     today = nairobi_now().date()
