@@ -539,10 +539,13 @@ def running_stack(workdir: Path) -> Iterator[Stack]:
             "SIMULATOR_REFUND_LATENCY_MS": os.environ.get("CHAOS_REFUND_LATENCY_MS", "4000"),
         }
         started = time.monotonic()
-        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
             migrations = [
                 pool.submit(harness.migrate_other_database, env, database_url),
                 pool.submit(harness.migrate_other_database, simulator_env, simulator_env["DATABASE_URL"]),
+                # Production settings serve hashed static files from a manifest: without it the admin's
+                # pages fail, as they would on a host where nobody ran collectstatic.
+                pool.submit(_collect_static, env),
             ]
             for migration in migrations:
                 migration.result()
@@ -596,3 +599,13 @@ def keep_logs(workdir: Path, destination: str | None) -> None:
         Path(destination).mkdir(parents=True, exist_ok=True)
         for log in workdir.glob("*.log"):
             shutil.copy(log, Path(destination) / log.name)
+
+
+def _collect_static(env: dict[str, str]) -> None:
+    subprocess.run(  # noqa: S603 - our own venv's python, fixed arguments
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
+        cwd=harness.ROOT,
+        env=env,
+        check=True,
+        timeout=300,
+    )
