@@ -153,8 +153,15 @@ def test_postgres_and_redis_restarts_under_load(stack, scratch_db):
     )
     assert set(checks.results_applied(waiting).values()) == {1}, checks.applied_more_than_once(waiting)
     assert set(checks.inbox_statuses(waiting)) == {"processed"}, checks.inbox_statuses(waiting)
-    receipts = {payment.pk: payment.mpesa_receipt_number for payment in checks.payments(waiting)}
-    assert receipts == {pk: f"CHS{pk:07d}" for pk in waiting}  # every callback's own receipt
+    # Every callback's own receipt, or (when the status sweeper's STK Query completed the attempt before
+    # the stored callback was applied) a receipt still pending, never another's.
+    receipts = {p.pk: (p.mpesa_receipt_number, p.receipt_pending) for p in checks.payments(waiting)}
+    wrong = {pk: got for pk, got in receipts.items() if got not in ((f"CHS{pk:07d}", False), (None, True))}
+    assert not wrong, (wrong, checks.history(wrong))
+    pending = [pk for pk, (_receipt, receipt_pending) in receipts.items() if receipt_pending]
+    print(
+        f"chaos: {len(pending)} of {len(waiting)} paid attempts completed by STK Query with the receipt pending"
+    )
 
     # Nothing half-applied: the orders taken meanwhile settle too (their callbacks come from the simulator).
     wait_until(
