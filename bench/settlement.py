@@ -191,6 +191,18 @@ def status_sweeper_pause(paused: bool) -> None:
         raise RuntimeError(f"no schedule named {STATUS_SWEEPER}")
 
 
+def between_phases() -> int:
+    """Before seeding: the sweeper paused, and the tasks a previous phase's cluster left queued dropped (its
+    queued sweeps would settle the next phase's attempts before its clock starts); returns how many."""
+    from django_q.brokers import get_broker
+
+    status_sweeper_pause(True)
+    broker = get_broker()
+    left = broker.queue_size()
+    broker.purge_queue()
+    return left
+
+
 def drain_queue(cluster: subprocess.Popen, *, label: str) -> float:
     """Wait until the task queue is empty (the notifications the seeded orders queued); returns seconds."""
     from django_q.brokers import get_broker
@@ -247,12 +259,12 @@ def settle(
     """Run the cluster until every seeded attempt left `initiated` (or the cap); the order load runs meanwhile,
     from the first settled attempt on.
 
-    The clock starts when the status sweeper is scheduled: first the cluster works off, with the sweeper paused,
-    the notifications the seeded orders queued (in real life they went out as the orders came in).
+    The clock starts when the status sweeper is scheduled: first the cluster works off, with the sweeper paused
+    since before the seeding, the notifications the seeded orders queued (in real life they went out as the
+    orders came in).
     """
     result = Settlement(workers=workers, attempts=len(seeded.payment_ids))
     loader: threading.Thread | None = None
-    status_sweeper_pause(True)
     with qcluster(env, workdir, workers=workers, name=f"qcluster-{workers}") as cluster:
         drain_queue(cluster, label=f"{workers} workers")
         status_sweeper_pause(False)
@@ -474,6 +486,9 @@ def main(argv: list[str] | None = None) -> int:
         baseline: harness.LoadResult | None = None
         with harness.gunicorn("app", env, workdir, workers=2, threads=8, port=app_port) as app:
             for index, workers in enumerate(args.worker_counts):
+                dropped = between_phases()
+                if dropped:
+                    print(f"dropped {dropped:,} tasks the previous cluster left queued", flush=True)
                 with harness.gunicorn(f"simulator-seeding-{index}", unlimited, workdir, **simulator):
                     print(f"seeding {args.attempts:,} attempts for {workers} workers ...", flush=True)
                     seeded = seed_attempts(
